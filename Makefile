@@ -1,0 +1,24 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.ladarun-installed
+
+.PHONY: demo test test-all clean-outputs
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## the embedded default: digits, small CNN, quick protocol, no download
+	$(VENV)/bin/ladarun
+
+test: $(STAMP)  ## the fast suite
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)  ## everything, slow tests included
+	$(PY) -m pytest -q
+
+clean-outputs:
+	rm -rf outputs multirun

@@ -1,0 +1,127 @@
+"""``ladarun``: compose a config with Hydra and hand it to the active-learning loop.
+
+This is the only module that imports Hydra. ``run_from_config`` does the work and can be
+called on a config composed with Hydra's compose API (the tests do).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError, LadarunError
+from .loop import resolve_device, run_active_learning
+
+log = logging.getLogger("ladarun")
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# Keys that may differ between two invocations of the same run (where data lives, progress bar).
+_OPERATIONAL_KEYS = ("data_dir", "progress")
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """Instantiate an option from its ``_target_``; ``name`` is the option's label, not an argument."""
+    params = OmegaConf.to_container(node, resolve=True)
+    params.pop("name", None)
+    try:
+        return instantiate(params, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, LadarunError):
+            raise err.__cause__ from None  # our message already names the fix
+        raise
+
+
+def _comparable(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in _OPERATIONAL_KEYS}
+
+
+def finished_result(out_dir: Path, config: dict) -> Optional[float]:
+    """Best accuracy of a finished run of this config in ``out_dir``, or None if there is none.
+
+    Raises ConfigError when ``out_dir`` holds a finished run of a *different* config, so a
+    new run never overwrites finished results.
+    """
+    summary_path = out_dir / "summary.json"
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    previous = summary.get("run", {}).get("config", {})
+    if _comparable(previous) == _comparable(config):
+        return float(summary["best_acc"])
+    hydra_config = out_dir / ".hydra" / "config.yaml"
+    if hydra_config.exists() and previous:
+        # Hydra has just overwritten the finished run's config with the new one: put it back.
+        hydra_config.write_text(OmegaConf.to_yaml(OmegaConf.create(previous)))
+    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k) and k not in _OPERATIONAL_KEYS)
+    raise ConfigError(
+        f"{out_dir} already holds a finished run with a different configuration (differs in: {', '.join(changed)}); "
+        "choose another directory with hydra.run.dir=... or move the old run away"
+    )
+
+
+def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
+    """Build dataset, model, acquisition, augmentation and protocol from ``cfg`` and run them."""
+    out_dir = Path(out_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    done = finished_result(out_dir, config)
+    if done is not None:
+        log.info("Run in %s is already finished (best accuracy %.2f%%); skipping it.", out_dir, done)
+        return done
+    if (out_dir / "metrics.csv").exists():
+        log.warning("%s holds an unfinished run; starting it again from the beginning.", out_dir)
+
+    device = resolve_device(cfg.device)
+    protocol = build(cfg.protocol)
+    acquisition = build(cfg.acquisition)
+    augment = build(cfg.augment)
+    augment.check_compatible(acquisition, cfg.acquisition.name)
+    model_factory = build(cfg.model, _partial_=True)
+    data = build(cfg.dataset).load(cfg.data_dir, device)
+    log.info(
+        "dataset=%s (%d train, %d test) model=%s acquisition=%s augment=%s protocol=%s seed=%d device=%s",
+        cfg.dataset.name, data.y_train.numel(), data.y_test.numel(), cfg.model.name, cfg.acquisition.name,
+        cfg.augment.name, cfg.protocol.name, cfg.seed, device,
+    )
+    summary = run_active_learning(
+        data=data,
+        model_factory=model_factory,
+        acquisition=acquisition,
+        augment=augment,
+        protocol=protocol,
+        out_dir=out_dir,
+        seed=cfg.seed,
+        device=device,
+        deterministic=cfg.deterministic,
+        progress=cfg.progress,
+        run_info={"config": config},
+    )
+    log.info("metrics: %s", summary.metrics_path)
+    log.info(
+        "best accuracy %.2f%%, final %.2f%% with %d labels after %d iterations; %.1f s on %s",
+        summary.best_acc, summary.final_acc, summary.n_labeled, summary.iterations, summary.total_s, summary.device,
+    )
+    return summary.best_acc
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> Optional[float]:
+    try:
+        return run_from_config(cfg, HydraConfig.get().runtime.output_dir)
+    except LadarunError as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # let the launcher record this job as failed; the other jobs go on
+        print(f"ladarun: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

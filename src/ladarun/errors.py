@@ -1,0 +1,13 @@
+"""Errors a user can cause. The CLI prints their message alone, without a traceback."""
+
+
+class LadarunError(Exception):
+    """Base class: the message says what went wrong and how to fix it."""
+
+
+class ConfigError(LadarunError):
+    """An impossible or out-of-range configuration value."""
+
+
+class DataNotFoundError(LadarunError):
+    """A dataset's files are missing and could not be downloaded."""

@@ -1,0 +1,237 @@
+"""Algorithm 1 of the LADA paper, for any acquisition x augmentation pair.
+
+This module knows nothing of Hydra: ``run_active_learning`` takes built objects and can be
+called from plain Python (the tests do).
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .acquisition.base import Acquisition, AcquisitionContext
+from .augment.base import Augment, NoAugment
+from .data.base import ActiveDataset
+from .errors import ConfigError
+from .models.staged import StagedClassifier
+from .protocol import Protocol
+from .records import MetricsWriter, write_json_atomic
+from .training import evaluate, train_epoch
+
+log = logging.getLogger(__name__)
+
+ModelFactory = Callable[..., StagedClassifier]  # (in_channels=, num_classes=) -> model
+
+
+@dataclass
+class RunSummary:
+    best_acc: float
+    final_acc: float
+    n_labeled: int
+    iterations: int
+    total_s: float
+    device: str
+    metrics_path: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available to torch; use device=auto or device=cpu")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be one of auto, cpu, cuda; got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    # METHODS.md §14: the official code runs cuDNN deterministically.
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def initial_labeled(y: torch.Tensor, num_classes: int, per_class: int, generator: torch.Generator) -> torch.Tensor:
+    """``per_class`` random indices of every class (the paper's 2 per class, 20 in all)."""
+    y_cpu = y.cpu()
+    picks = []
+    for c in range(num_classes):
+        members = torch.nonzero(y_cpu == c).flatten()
+        if members.numel() < per_class:
+            raise ConfigError(
+                f"class {c} has {members.numel()} training examples, fewer than "
+                f"protocol.initial_per_class={per_class}; lower protocol.initial_per_class"
+            )
+        picks.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
+    return torch.cat(picks).to(y.device)
+
+
+def check_budget(protocol: Protocol, n_train: int, n_initial: int) -> None:
+    pool = n_train - n_initial
+    if protocol.query > pool:
+        raise ConfigError(
+            f"protocol.query={protocol.query} is larger than the unlabeled pool ({pool} points); lower protocol.query"
+        )
+    needed = protocol.iterations * protocol.query
+    if needed > pool:
+        raise ConfigError(
+            f"{protocol.iterations} iterations x query {protocol.query} = {needed} points, but the pool holds "
+            f"only {pool}; set protocol.iterations <= {pool // protocol.query}"
+        )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def library_versions() -> dict[str, str]:
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "ladarun": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def run_active_learning(
+    *,
+    data: ActiveDataset,
+    model_factory: ModelFactory,
+    acquisition: Acquisition,
+    protocol: Protocol,
+    out_dir: Path,
+    seed: int,
+    device: torch.device,
+    augment: Optional[Augment] = None,
+    deterministic: bool = True,
+    progress: bool = True,
+    run_info: Optional[dict[str, Any]] = None,
+) -> RunSummary:
+    """Run Algorithm 1 and write ``metrics.csv`` and ``summary.json`` into ``out_dir``.
+
+    ``run_info`` (e.g. the resolved config) is stored in summary.json as is.
+    """
+    augment = augment or NoAugment()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    seed_everything(seed, deterministic)
+    # Active-learning decisions (initial set, candidate subsets, tie-breaks) draw from their own
+    # generator, so they do not depend on how many random numbers training consumed.
+    gen = torch.Generator().manual_seed(seed)
+
+    data = data.to(device)
+    n_train = data.y_train.numel()
+    labeled = initial_labeled(data.y_train, data.num_classes, protocol.initial_per_class, gen)
+    check_budget(protocol, n_train, labeled.numel())
+    # labeled_at[i] = the iteration at which point i was labeled (0 = initial set), -1 = pool.
+    labeled_at = torch.full((n_train,), -1, dtype=torch.long, device=device)
+    labeled_at[labeled] = 0
+
+    def new_model() -> tuple[StagedClassifier, torch.optim.Optimizer]:
+        model = model_factory(in_channels=data.in_channels, num_classes=data.num_classes).to(device)
+        return model, torch.optim.Adam(model.parameters(), lr=protocol.lr)
+
+    model, optimizer = new_model()
+    initial_state = {k: v.clone() for k, v in model.state_dict().items()} if protocol.reinit else None
+
+    def train(epochs: int) -> float:
+        idx = torch.nonzero(labeled_at >= 0).flatten()
+        total = torch.zeros((), device=device)
+        seen = 0
+        for _ in range(epochs):
+            total += train_epoch(model, optimizer, data.x_train, data.y_train, idx, protocol.batch_size, data.train_transform)
+            seen += idx.numel()
+            extra = augment.extra_step(model, optimizer)
+            if extra is not None:
+                total += extra
+        return total.item() / max(seen, 1)
+
+    extra_columns = list(acquisition.metric_names) + list(augment.metric_names)
+    metrics_path = out_dir / "metrics.csv"
+    best = -1.0
+    acc = 0.0
+    with MetricsWriter(metrics_path, extra_columns) as writer:
+        bar = tqdm(range(protocol.iterations + 1), desc=f"{data.name}", unit="it", disable=not progress, dynamic_ncols=True)
+        for it in bar:
+            t0 = time.perf_counter()
+            extra: dict[str, float] = {}
+            if it == 0:
+                acquire_s = 0.0
+                epochs = protocol.initial_epochs
+            else:
+                pool = torch.nonzero(labeled_at < 0).flatten()
+                n_cand = pool.numel() if protocol.pool_subset is None else min(protocol.pool_subset, pool.numel())
+                candidates = pool[torch.randperm(pool.numel(), generator=gen)[:n_cand].to(device)]
+                ctx = AcquisitionContext(model, data, torch.nonzero(labeled_at >= 0).flatten(), gen, protocol.score_batch_size)
+                chosen = augment.acquire(acquisition, ctx, candidates, protocol.query)
+                if chosen.numel() != protocol.query or torch.unique(chosen).numel() != chosen.numel():
+                    raise RuntimeError(f"acquisition returned {chosen.numel()} indices, expected {protocol.query} distinct")
+                if bool((labeled_at[chosen] >= 0).any()):
+                    raise RuntimeError("acquisition selected an already labeled point")
+                labeled_at[chosen] = it
+                augment.begin_iteration(ctx, chosen)
+                _sync(device)
+                acquire_s = time.perf_counter() - t0
+                extra.update(acquisition.extra_metrics())
+                extra.update(augment.metrics())
+                epochs = protocol.epochs
+                if initial_state is not None:
+                    model.load_state_dict(initial_state)
+                    optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
+            t1 = time.perf_counter()
+            loss = train(epochs)
+            _sync(device)
+            t2 = time.perf_counter()
+            acc = evaluate(model, data.x_test, data.y_test, protocol.eval_batch_size)
+            t3 = time.perf_counter()
+            best = max(best, acc)
+            writer.write(
+                {
+                    "iteration": it,
+                    "n_labeled": int((labeled_at >= 0).sum()),
+                    "test_acc": acc,
+                    "best_acc": best,
+                    "train_loss": loss,
+                    "acquire_s": acquire_s,
+                    "train_s": t2 - t1,
+                    "eval_s": t3 - t2,
+                    "iter_s": t3 - t0,
+                    **extra,
+                }
+            )
+            bar.set_postfix(acc=f"{acc:.2f}", best=f"{best:.2f}")
+        bar.close()
+
+    total_s = time.perf_counter() - start
+    summary = RunSummary(best, acc, int((labeled_at >= 0).sum()), protocol.iterations, total_s, str(device), metrics_path)
+    write_json_atomic(
+        out_dir / "summary.json",
+        {
+            "best_acc": summary.best_acc,
+            "final_acc": summary.final_acc,
+            "n_labeled": summary.n_labeled,
+            "iterations": summary.iterations,
+            "total_s": round(total_s, 3),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+            "versions": library_versions(),
+            "run": run_info or {},
+        },
+    )
+    return summary

@@ -1,0 +1,145 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from ladarun.acquisition import MaxEntropy, RandomAcquisition
+from ladarun.augment import Augment
+from ladarun.data.base import ActiveDataset
+from ladarun.errors import ConfigError
+from ladarun.loop import check_budget, initial_labeled, run_active_learning
+from ladarun.models import cnn
+from ladarun.protocol import Protocol
+from ladarun.records import BASE_COLUMNS
+
+CPU = torch.device("cpu")
+
+
+def toy_data(n_train=120, n_test=40, classes=3) -> ActiveDataset:
+    g = torch.Generator().manual_seed(7)
+    protos = torch.randn(classes, 1, 8, 8, generator=g)
+    y = torch.arange(n_train + n_test) % classes
+    x = protos[y] + 0.5 * torch.randn(n_train + n_test, 1, 8, 8, generator=g)
+    return ActiveDataset("toy", x[:n_train], y[:n_train], x[n_train:], y[n_train:], classes)
+
+
+def tiny_protocol(**kw) -> Protocol:
+    base = dict(iterations=3, initial_per_class=2, query=5, pool_subset=30, initial_epochs=2, epochs=1, batch_size=4)
+    base.update(kw)
+    return Protocol(**base)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def run(tmp_path, acquisition=None, augment=None, seed=0, **kw):
+    return run_active_learning(
+        data=toy_data(),
+        model_factory=cnn,
+        acquisition=acquisition or MaxEntropy(),
+        augment=augment,
+        protocol=tiny_protocol(**kw),
+        out_dir=tmp_path,
+        seed=seed,
+        device=CPU,
+        progress=False,
+    )
+
+
+def test_run_writes_one_row_per_iteration_and_a_summary(tmp_path):
+    summary = run(tmp_path)
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert list(rows[0].keys()) == list(BASE_COLUMNS)
+    assert [int(r["iteration"]) for r in rows] == [0, 1, 2, 3]
+    assert [int(r["n_labeled"]) for r in rows] == [6, 11, 16, 21]
+    best = [float(r["best_acc"]) for r in rows]
+    accs = [float(r["test_acc"]) for r in rows]
+    assert best == sorted(best) and best[-1] == max(accs)
+    assert float(rows[0]["acquire_s"]) == 0.0 and all(float(r["acquire_s"]) > 0 for r in rows[1:])
+    info = json.loads((tmp_path / "summary.json").read_text())
+    assert info["best_acc"] == pytest.approx(max(accs), abs=1e-3)
+    assert info["final_acc"] == pytest.approx(accs[-1], abs=1e-3)
+    assert info["n_labeled"] == 21 and summary.n_labeled == 21
+    assert {"torch", "torchvision", "python", "ladarun"} <= set(info["versions"])
+
+
+def test_same_seed_same_csv_other_seed_differs(tmp_path):
+    run(tmp_path / "a", seed=1)
+    run(tmp_path / "b", seed=1)
+    run(tmp_path / "c", seed=2)
+    a, b, c = (read_csv(tmp_path / d / "metrics.csv") for d in "abc")
+    key = lambda rows: [(r["test_acc"], r["train_loss"]) for r in rows]  # noqa: E731
+    assert key(a) == key(b)
+    assert key(a) != key(c)
+
+
+def test_reinit_switch_runs(tmp_path):
+    run(tmp_path, reinit=True)
+    assert len(read_csv(tmp_path / "metrics.csv")) == 4
+
+
+def test_whole_pool_when_pool_subset_is_null(tmp_path):
+    run(tmp_path, pool_subset=None, acquisition=RandomAcquisition())
+    assert int(read_csv(tmp_path / "metrics.csv")[-1]["n_labeled"]) == 21
+
+
+class Recorder(Augment):
+    """Checks the augmentation seam: acquire, begin_iteration, one extra step per epoch, metrics."""
+
+    metric_names = ("extra_steps",)
+
+    def __init__(self):
+        self.acquired = []
+        self.steps = 0
+
+    def begin_iteration(self, ctx, acquired):
+        assert (ctx.labeled.unsqueeze(1) != acquired.unsqueeze(0)).all()  # ctx.labeled is before acquisition
+        self.acquired.append(acquired.clone())
+        self.steps = 0
+
+    def extra_step(self, model, optimizer):
+        self.steps += 1
+        return None
+
+    def metrics(self):
+        return {"extra_steps": self.steps}
+
+
+def test_augment_seam_is_called_per_iteration_and_epoch(tmp_path):
+    aug = Recorder()
+    run(tmp_path, augment=aug, epochs=3)
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert "extra_steps" in rows[0]
+    assert len(aug.acquired) == 3
+    assert aug.steps == 3  # the last iteration's 3 epochs
+    picked = torch.cat(aug.acquired)
+    assert picked.unique().numel() == 15  # never the same point twice
+
+
+def test_initial_labeled_set_is_class_balanced():
+    y = torch.arange(100) % 5
+    idx = initial_labeled(y, 5, 2, torch.Generator().manual_seed(0))
+    assert torch.bincount(y[idx], minlength=5).tolist() == [2] * 5
+    with pytest.raises(ConfigError, match="initial_per_class"):
+        initial_labeled(y, 5, 30, torch.Generator().manual_seed(0))
+
+
+def test_budget_errors_name_the_fix():
+    with pytest.raises(ConfigError, match="larger than the unlabeled pool"):
+        check_budget(Protocol(query=50, pool_subset=None), n_train=40, n_initial=4)
+    with pytest.raises(ConfigError, match="iterations <= 3"):
+        check_budget(Protocol(iterations=10, query=10, pool_subset=None), n_train=40, n_initial=4)
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_non_positive_iterations_is_an_error(bad):
+    with pytest.raises(ConfigError, match="protocol.iterations must be a positive integer"):
+        Protocol(iterations=bad)
+
+
+def test_pool_subset_smaller_than_query_is_an_error():
+    with pytest.raises(ConfigError, match="pool_subset"):
+        Protocol(query=10, pool_subset=5)

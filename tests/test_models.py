@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from ladarun.models import cnn, resnet18
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_resnet18_parameter_counts_match_the_cifar_resnet():
+    # METHODS.md §2: the kuangliu CIFAR ResNet-18.
+    assert n_params(resnet18(in_channels=3, num_classes=10)) == 11_173_962
+    assert n_params(resnet18(in_channels=1, num_classes=10)) == 11_172_810
+    assert n_params(resnet18(in_channels=3, num_classes=100)) == 11_220_132
+
+
+def test_resnet18_stage_shapes_follow_code_indexing():
+    model = resnet18(in_channels=3, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    expected = {0: (3, 32, 32), 1: (64, 32, 32), 2: (64, 32, 32), 3: (128, 16, 16), 4: (256, 8, 8), 5: (512, 4, 4)}
+    for k, shape in expected.items():
+        assert tuple(model.features(x, k).shape[1:]) == shape
+    assert model.embed(x).shape == (2, 512)
+
+
+@pytest.mark.parametrize(
+    "build,shape",
+    [
+        (lambda: resnet18(in_channels=1, num_classes=10), (3, 1, 28, 28)),
+        (lambda: resnet18(in_channels=3, num_classes=10), (3, 3, 32, 32)),
+        (lambda: cnn(in_channels=1, num_classes=10), (3, 1, 28, 28)),
+        (lambda: cnn(in_channels=1, num_classes=10), (3, 1, 8, 8)),
+        (lambda: cnn(in_channels=3, num_classes=7, dropout=0.5), (3, 3, 32, 32)),
+    ],
+)
+def test_forward_from_features_equals_forward_for_every_stage(build, shape):
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.randn(*shape)
+    full = model(x)
+    assert full.shape == (shape[0], model.num_classes)
+    for k in range(model.num_stages + 1):
+        torch.testing.assert_close(model.forward_from(model.features(x, k), k), full)
+    # embed is the input of the head
+    torch.testing.assert_close(model.fc(model.embed(x)), full)
+
+
+def test_stage_index_out_of_range_is_an_error():
+    model = cnn(in_channels=1, num_classes=10)
+    with pytest.raises(ValueError, match="0..4"):
+        model.features(torch.zeros(1, 1, 8, 8), 5)
+
+
+def test_dropout_option_only_changes_training_mode_outputs():
+    torch.manual_seed(0)
+    model = cnn(in_channels=1, num_classes=10, dropout=0.5)
+    x = torch.randn(4, 1, 8, 8)
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
+    model.train()
+    model.stages.eval()  # keep BatchNorm fixed: only dropout is stochastic
+    assert not torch.allclose(model(x), model(x))
