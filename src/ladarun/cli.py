@@ -85,7 +85,7 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     augment = build(cfg.augment)
     augment.check_compatible(acquisition, cfg.acquisition.name)
     model_factory = build(cfg.model, _partial_=True)
-    data = build(cfg.dataset).load(cfg.data_dir, device)
+    data = build(cfg.dataset, name=cfg.dataset.name).load(cfg.data_dir, device)
     log.info(
         "dataset=%s (%d train, %d test) model=%s acquisition=%s augment=%s protocol=%s seed=%d device=%s",
         cfg.dataset.name, data.y_train.numel(), data.y_test.numel(), cfg.model.name, cfg.acquisition.name,

@@ -14,10 +14,10 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     )
 
 
-def cnn(in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.0) -> StagedClassifier:
+def cnn(in_channels: int, num_classes: int, width: int = 16, dropout: float = 0.0) -> StagedClassifier:
     """Stem and stage 2 at full resolution (like ResNet's stem and layer1, so mixing layers
     k = 1, 2 see full-size maps), then two stride-2 stages doubling the width.
-    About 100x cheaper than ResNet-18 on 28x28 images.
+    About 200x cheaper than ResNet-18 on 28x28 images at the default width 16.
     """
     stages = [
         _conv_bn_relu(in_channels, width),
