@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ladarun-installed
 
-.PHONY: demo test test-all clean-outputs
+.PHONY: demo test test-all bench clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ test: $(STAMP)  ## the fast suite
 
 test-all: $(STAMP)  ## everything, slow tests included
 	$(PY) -m pytest -q
+
+bench: $(STAMP)  ## wall time and peak memory of the demo and a Fashion quick run, appended to benchmarks/results.md
+	$(PY) scripts/bench.py
 
 clean-outputs:
 	rm -rf outputs multirun

@@ -76,9 +76,22 @@ def test_same_seed_same_csv_other_seed_differs(tmp_path):
     assert key(a) != key(c)
 
 
-def test_reinit_switch_runs(tmp_path):
-    run(tmp_path, reinit=True)
-    assert len(read_csv(tmp_path / "metrics.csv")) == 4
+@pytest.mark.parametrize("reinit", [True, False])
+def test_reinit_restarts_every_iteration_from_the_initial_weights(tmp_path, monkeypatch, reinit):
+    import ladarun.loop as loop_module
+
+    real_train_epoch = loop_module.train_epoch
+    starts = []  # the weights each epoch starts from; epochs=1, so one entry per iteration
+
+    def recording_train_epoch(model, optimizer, *args, **kwargs):
+        starts.append(torch.cat([p.detach().flatten().clone() for p in model.parameters()]))
+        return real_train_epoch(model, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "train_epoch", recording_train_epoch)
+    run(tmp_path, reinit=reinit, initial_epochs=1, epochs=1)
+    assert len(starts) == 4 and len(read_csv(tmp_path / "metrics.csv")) == 4
+    for later in starts[1:]:
+        assert torch.equal(later, starts[0]) == reinit
 
 
 def test_whole_pool_when_pool_subset_is_null(tmp_path):

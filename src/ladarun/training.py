@@ -37,7 +37,7 @@ def train_epoch(
     return total
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     """Accuracy in percent over the whole of ``x``, in eval mode."""
     model.eval()
