@@ -5,6 +5,7 @@ called on a config composed with Hydra's compose API (the tests do).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -19,13 +20,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, LadarunError
-from .loop import resolve_device, run_active_learning
+from .loop import CHECKPOINT, resolve_device, run_active_learning
+from .records import write_json_atomic
 
 log = logging.getLogger("ladarun")
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Keys that may differ between two invocations of the same run (where data lives, progress bar).
-_OPERATIONAL_KEYS = ("data_dir", "progress")
+_OPERATIONAL_KEYS = ("data_dir", "progress", "checkpoint", "keep_checkpoint")
+# The resolved config of the run in a directory, written when it starts (summary.json has it too).
+RUN_CONFIG = "run_config.json"
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -44,40 +48,60 @@ def _comparable(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in _OPERATIONAL_KEYS}
 
 
-def finished_result(out_dir: Path, config: dict) -> Optional[float]:
-    """Best accuracy of a finished run of this config in ``out_dir``, or None if there is none.
+def fingerprint(config: dict) -> str:
+    """A hash of everything in ``config`` that changes a run's results."""
+    return hashlib.sha256(json.dumps(_comparable(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    Raises ConfigError when ``out_dir`` holds a finished run of a *different* config, so a
-    new run never overwrites finished results.
-    """
+
+def _previous_config(out_dir: Path) -> Optional[dict]:
+    """The config of the run already in ``out_dir`` (finished or resumable), if any."""
     summary_path = out_dir / "summary.json"
-    if not summary_path.exists():
+    if summary_path.exists():
+        return json.loads(summary_path.read_text()).get("run", {}).get("config", {})
+    if (out_dir / CHECKPOINT).exists() and (out_dir / RUN_CONFIG).exists():
+        return json.loads((out_dir / RUN_CONFIG).read_text())
+    return None
+
+
+def check_existing(out_dir: Path, config: dict) -> Optional[float]:
+    """Guard what ``out_dir`` already holds before a run starts there.
+
+    Returns the best accuracy of a finished run of this same config (the caller skips it),
+    or None when the run should start or resume. Raises ConfigError when ``out_dir`` holds a
+    finished or resumable run of a *different* config, so a new run never overwrites results.
+    """
+    previous = _previous_config(out_dir)
+    if previous is None:
         return None
-    summary = json.loads(summary_path.read_text())
-    previous = summary.get("run", {}).get("config", {})
     if _comparable(previous) == _comparable(config):
-        return float(summary["best_acc"])
+        summary_path = out_dir / "summary.json"
+        return float(json.loads(summary_path.read_text())["best_acc"]) if summary_path.exists() else None
     hydra_config = out_dir / ".hydra" / "config.yaml"
     if hydra_config.exists() and previous:
-        # Hydra has just overwritten the finished run's config with the new one: put it back.
+        # Hydra has just overwritten the earlier run's config with the new one: put it back.
         hydra_config.write_text(OmegaConf.to_yaml(OmegaConf.create(previous)))
     changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k) and k not in _OPERATIONAL_KEYS)
+    state = "finished" if (out_dir / "summary.json").exists() else "resumable (unfinished)"
     raise ConfigError(
-        f"{out_dir} already holds a finished run with a different configuration (differs in: {', '.join(changed)}); "
+        f"{out_dir} already holds a {state} run with a different configuration (differs in: {', '.join(changed)}); "
         "choose another directory with hydra.run.dir=... or move the old run away"
     )
 
 
 def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
-    """Build dataset, model, acquisition, augmentation and protocol from ``cfg`` and run them."""
+    """Build dataset, model, acquisition, augmentation and protocol from ``cfg`` and run them.
+
+    A finished run of the same config in ``out_dir`` is skipped; an unfinished one with a
+    checkpoint resumes after its last finished iteration.
+    """
     out_dir = Path(out_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
-    done = finished_result(out_dir, config)
+    done = check_existing(out_dir, config)
     if done is not None:
         log.info("Run in %s is already finished (best accuracy %.2f%%); skipping it.", out_dir, done)
         return done
-    if (out_dir / "metrics.csv").exists():
-        log.warning("%s holds an unfinished run; starting it again from the beginning.", out_dir)
+    if (out_dir / "metrics.csv").exists() and not (cfg.checkpoint and (out_dir / CHECKPOINT).exists()):
+        log.warning("%s holds an unfinished run without a checkpoint; starting it again from the beginning.", out_dir)
 
     device = resolve_device(cfg.device)
     protocol = build(cfg.protocol)
@@ -85,6 +109,8 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     augment = build(cfg.augment)
     augment.check_compatible(acquisition, cfg.acquisition.name)
     model_factory = build(cfg.model, _partial_=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / RUN_CONFIG, config)
     data = build(cfg.dataset, name=cfg.dataset.name).load(cfg.data_dir, device)
     log.info(
         "dataset=%s (%d train, %d test) model=%s acquisition=%s augment=%s protocol=%s seed=%d device=%s",
@@ -103,6 +129,9 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
         deterministic=cfg.deterministic,
         progress=cfg.progress,
         run_info={"config": config},
+        checkpoint=cfg.checkpoint,
+        keep_checkpoint=cfg.keep_checkpoint,
+        fingerprint=fingerprint(config),
     )
     log.info("metrics: %s", summary.metrics_path)
     log.info(

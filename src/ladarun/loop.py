@@ -6,6 +6,7 @@ called from plain Python (the tests do).
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import random
 import time
@@ -29,6 +30,9 @@ from .training import evaluate, train_epoch
 log = logging.getLogger(__name__)
 
 ModelFactory = Callable[..., StagedClassifier]  # (in_channels=, num_classes=) -> model
+
+
+CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -90,6 +94,41 @@ def check_budget(protocol: Protocol, n_train: int, n_initial: int) -> None:
         )
 
 
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream a run draws from, so a resumed run continues exactly."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "active_learning": generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][: torch.cuda.device_count()])
+    generator.set_state(state["active_learning"].cpu())
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a kill mid-write leaves the old file intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    # weights_only=False: the file holds RNG states (NumPy arrays, tuples), and it is our own.
+    return torch.load(path, map_location=device, weights_only=False)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -122,14 +161,29 @@ def run_active_learning(
     deterministic: bool = True,
     progress: bool = True,
     run_info: Optional[dict[str, Any]] = None,
+    checkpoint: bool = True,
+    keep_checkpoint: bool = False,
+    fingerprint: Optional[str] = None,
 ) -> RunSummary:
     """Run Algorithm 1 and write ``metrics.csv`` and ``summary.json`` into ``out_dir``.
 
+    With ``checkpoint`` on, the state after every finished iteration is saved atomically to
+    ``out_dir/checkpoint.pt``; a later call on the same ``out_dir`` continues from it, and the
+    result is the same as that of an uninterrupted run. ``fingerprint`` identifies the
+    configuration: resuming a checkpoint written under another fingerprint is refused. The
+    checkpoint is deleted once summary.json is written, unless ``keep_checkpoint``.
     ``run_info`` (e.g. the resolved config) is stored in summary.json as is.
     """
     augment = augment or NoAugment()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT
+    state = load_checkpoint(ckpt_path, device) if checkpoint and ckpt_path.exists() else None
+    if state is not None and fingerprint is not None and state.get("fingerprint") != fingerprint:
+        raise ConfigError(
+            f"{ckpt_path} was written by a run with a different configuration; resume it with its own "
+            "configuration, or choose another directory with hydra.run.dir=... (or delete the checkpoint)"
+        )
     start = time.perf_counter()
     seed_everything(seed, deterministic)
     # Active-learning decisions (initial set, candidate subsets, tie-breaks) draw from their own
@@ -151,24 +205,45 @@ def run_active_learning(
     model, optimizer = new_model()
     initial_state = {k: v.clone() for k, v in model.state_dict().items()} if protocol.reinit else None
 
+    first_it, best, acc, elapsed_before, resumes = 0, -1.0, 0.0, 0.0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        labeled_at = state["labeled_at"].to(device)
+        initial_state = state["initial_state"]
+        acquisition.load_state_dict(state["acquisition"])
+        augment.load_state_dict(state["augment"])
+        best, acc, elapsed_before = state["best_acc"], state["test_acc"], state["elapsed_s"]
+        first_it = state["iteration"] + 1
+        resumes = state["resumes"] + [first_it]
+        set_rng_state(state["rng"], gen)
+        log.info("Resuming %s from its checkpoint after iteration %d.", out_dir, state["iteration"])
+
     def train(epochs: int) -> float:
         idx = torch.nonzero(labeled_at >= 0).flatten()
+        x, y = data.x_train, data.y_train
+        extra_data = augment.extra_training_data()
+        if extra_data is not None:  # built once per iteration, not per epoch
+            x, y = torch.cat([x[idx], extra_data[0]]), torch.cat([y[idx], extra_data[1]])
+            idx = torch.arange(y.numel(), device=device)
         total = torch.zeros((), device=device)
         seen = 0
         for _ in range(epochs):
-            total += train_epoch(model, optimizer, data.x_train, data.y_train, idx, protocol.batch_size, data.train_transform)
+            total += train_epoch(model, optimizer, x, y, idx, protocol.batch_size, data.train_transform)
             seen += idx.numel()
             extra = augment.extra_step(model, optimizer)
             if extra is not None:
-                total += extra
+                total += extra[0]
+                seen += extra[1]
         return total.item() / max(seen, 1)
 
     extra_columns = list(acquisition.metric_names) + list(augment.metric_names)
     metrics_path = out_dir / "metrics.csv"
-    best = -1.0
-    acc = 0.0
-    with MetricsWriter(metrics_path, extra_columns) as writer:
-        bar = tqdm(range(protocol.iterations + 1), desc=f"{data.name}", unit="it", disable=not progress, dynamic_ncols=True)
+    with MetricsWriter(metrics_path, extra_columns, resume_after=first_it - 1 if state is not None else None) as writer:
+        bar = tqdm(
+            range(first_it, protocol.iterations + 1), desc=f"{data.name}", unit="it", disable=not progress,
+            dynamic_ncols=True, initial=first_it, total=protocol.iterations + 1,
+        )
         for it in bar:
             t0 = time.perf_counter()
             extra: dict[str, float] = {}
@@ -216,10 +291,31 @@ def run_active_learning(
                     **extra,
                 }
             )
+            if checkpoint:
+                # After the CSV row: a crash between the two redoes this iteration on resume,
+                # and MetricsWriter drops its row first.
+                save_atomic(
+                    {
+                        "iteration": it,
+                        "fingerprint": fingerprint,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "labeled_at": labeled_at,
+                        "initial_state": initial_state,
+                        "acquisition": acquisition.state_dict(),
+                        "augment": augment.state_dict(),
+                        "best_acc": best,
+                        "test_acc": acc,
+                        "elapsed_s": elapsed_before + time.perf_counter() - start,
+                        "resumes": resumes,
+                        "rng": rng_state(gen),
+                    },
+                    ckpt_path,
+                )
             bar.set_postfix(acc=f"{acc:.2f}", best=f"{best:.2f}")
         bar.close()
 
-    total_s = time.perf_counter() - start
+    total_s = elapsed_before + time.perf_counter() - start
     summary = RunSummary(best, acc, int((labeled_at >= 0).sum()), protocol.iterations, total_s, str(device), metrics_path)
     write_json_atomic(
         out_dir / "summary.json",
@@ -229,9 +325,13 @@ def run_active_learning(
             "n_labeled": summary.n_labeled,
             "iterations": summary.iterations,
             "total_s": round(total_s, 3),
+            "resumed_at": resumes,
+            "aux_params": acquisition.aux_parameters() + augment.aux_parameters(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
             "versions": library_versions(),
             "run": run_info or {},
         },
     )
+    if not keep_checkpoint:
+        ckpt_path.unlink(missing_ok=True)
     return summary

@@ -5,7 +5,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 BASE_COLUMNS = (
     "iteration",
@@ -21,14 +21,33 @@ BASE_COLUMNS = (
 
 
 class MetricsWriter:
-    """Writes metrics.csv row by row, flushed to disk as each iteration ends."""
+    """Writes metrics.csv row by row, flushed to disk as each iteration ends.
 
-    def __init__(self, path: Path, extra_columns: Iterable[str] = ()):
+    ``resume_after=j`` continues an existing file: rows of iterations after ``j`` (written
+    before a crash, but not covered by the checkpoint) are dropped first, by rewriting the
+    file atomically, so a resumed run never has a duplicated or missing iteration.
+    """
+
+    def __init__(self, path: Path, extra_columns: Iterable[str] = (), resume_after: Optional[int] = None):
         self.path = Path(path)
         self.columns = list(BASE_COLUMNS) + [c for c in extra_columns if c not in BASE_COLUMNS]
-        self._file = open(self.path, "w", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
-        self._writer.writeheader()
+        if resume_after is not None and self.path.exists():
+            with open(self.path, newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r.get("iteration", "").isdigit() and int(r["iteration"]) <= resume_after]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.columns, restval="", extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            self._file = open(self.path, "a", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
+        else:
+            self._file = open(self.path, "w", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
+            self._writer.writeheader()
         self._sync()
 
     def write(self, row: Mapping[str, Any]) -> None:

@@ -1,13 +1,23 @@
 """Acquisition = score the candidates, then take the top ``budget`` (baal's score-then-rank).
 
 Subclasses of :class:`ScoreAcquisition` only say how to score a probability vector
-(``score_probs``). That function is also the seam LADA's look-ahead uses: it must be
-differentiable in the probabilities, so the mixing policy can be trained to raise the score
-of virtual instances (METHODS.md §9.1).
+(``score_probs``). A look-ahead augmentation (LADA's InfoMixup and InfoSTN) asks the
+acquisition for one more thing, through two seams:
+
+- :meth:`Acquisition.score_inputs`: the per-instance score ``alpha(x)`` of a batch of
+  (possibly virtual) images, differentiable in the images;
+- :meth:`Acquisition.pair_scorer`: for candidate pairs ``(x_i, x'_i)`` mixed at stage ``k``,
+  the two single-point scores and ``alpha_mix(lambda)`` of the virtual instance, differentiable
+  in ``lambda`` so the mixing policy can be trained to raise it (METHODS.md §9.1, Eq. 13-15).
+
+Classifier-probability scores (ent, var) get both from :class:`ScoreAcquisition`; an
+acquisition with a score of its own (VAAL's discriminator) overrides them. Batch-mode
+acquisitions (Coreset, BADGE) have neither and say so with ``per_instance = False``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 
@@ -25,6 +35,13 @@ class AcquisitionContext:
     generator: torch.Generator  # the run's seeded CPU generator for active-learning decisions
     score_batch_size: int = 100
 
+    @property
+    def pool(self) -> torch.Tensor:
+        """Indices of every unlabeled training point (on the device)."""
+        mask = torch.ones(self.data.y_train.numel(), dtype=torch.bool, device=self.labeled.device)
+        mask[self.labeled] = False
+        return torch.nonzero(mask).flatten()
+
 
 def top_k(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """Positions of the ``k`` largest scores; ties are broken by a seeded random order.
@@ -39,20 +56,98 @@ def top_k(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Ten
     return perm[order[:k]]
 
 
+class PairScorer:
+    """Scores of candidate pairs for a look-ahead mixup; pairs are rows ``0..P-1``."""
+
+    def base(self) -> torch.Tensor:
+        """(P,) ``alpha(x_i) + alpha(x'_i)``: the first two terms of Eq. 15."""
+        raise NotImplementedError
+
+    def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(B,) ``alpha_mix`` of the virtual instances of pairs ``rows`` mixed with ``lam`` (B, 1).
+
+        Differentiable in ``lam``; ``rows`` may repeat (N lambda samples of one pair).
+        """
+        raise NotImplementedError
+
+
 class Acquisition:
     """Chooses ``budget`` points of ``candidates`` (dataset indices) to label."""
 
-    #: True when :meth:`score_probs` exists, i.e. a look-ahead augmentation can use it.
+    #: True when the acquisition has a per-instance score, i.e. ``score_inputs`` and
+    #: ``pair_scorer`` work and a look-ahead augmentation can use it.
     per_instance: bool = False
+    #: Per-iteration values this acquisition adds to metrics.csv (see ``extra_metrics``).
+    metric_names: tuple[str, ...] = ()
 
     def select(self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def prepare(self, ctx: AcquisitionContext) -> None:
+        """Called once per iteration before any scoring: train auxiliary networks here (VAAL).
+
+        ``select`` of an acquisition that needs it calls it; a look-ahead augmentation calls
+        it before using ``score_inputs`` or ``pair_scorer``. Calling it twice in one
+        iteration must be avoided by the caller.
+        """
+
+    def score_inputs(self, ctx: AcquisitionContext, x: torch.Tensor) -> torch.Tensor:
+        """(B,) scores of normalised images ``x``, differentiable in ``x``; the model is in eval mode."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-instance score")
+
+    def pair_scorer(
+        self,
+        ctx: AcquisitionContext,
+        first: torch.Tensor,
+        second: torch.Tensor,
+        k: int,
+        h_first: torch.Tensor,
+        h_second: torch.Tensor,
+    ) -> PairScorer:
+        """Scorer of the pairs ``(first[i], second[i])`` (dataset indices) mixed at stage ``k``.
+
+        ``h_first``/``h_second`` are the classifier's cached ``h^k`` of both members (eval
+        mode, no grad), which the augmentation computed anyway for its policy network.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no per-instance score")
+
     def extra_metrics(self) -> dict[str, float]:
-        """Per-iteration values to add to metrics.csv (see ``metric_names``)."""
+        """Per-iteration values to add to metrics.csv (columns named in ``metric_names``)."""
         return {}
 
-    metric_names: tuple[str, ...] = ()
+    def aux_parameters(self) -> int:
+        """Parameters of auxiliary networks (Table 1's Param column); 0 when there are none."""
+        return 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that persists across iterations (networks, optimisers), for resume."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class _ClassifierPairScorer(PairScorer):
+    """Pairs scored by a function of the classifier's logits, mixing at stage ``k`` (Eq. 12-15)."""
+
+    def __init__(self, acquisition: "ScoreAcquisition", ctx: AcquisitionContext, k: int, h_first, h_second):
+        self.acquisition, self.model, self.k = acquisition, ctx.model, k
+        self.h_first, self.h_second = h_first, h_second
+        self.batch = ctx.score_batch_size
+
+    @torch.no_grad()
+    def base(self) -> torch.Tensor:
+        # forward_from(h^k(x), k) == forward(x), so the cached maps give alpha(x) directly.
+        score = lambda h: self.acquisition.score_logits(self.model.forward_from(h, self.k))  # noqa: E731
+        return torch.cat(
+            [score(a) + score(b) for a, b in zip(self.h_first.split(self.batch), self.h_second.split(self.batch))]
+        )
+
+    def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        lam = lam.view(-1, *([1] * (self.h_first.dim() - 1)))
+        a, b = self.h_first[rows], self.h_second[rows]
+        h = b + lam * (a - b)  # = lam * a + (1 - lam) * b (Eq. 12)
+        return self.acquisition.score_logits(self.model.forward_from(h, self.k))
 
 
 class ScoreAcquisition(Acquisition):
@@ -66,6 +161,12 @@ class ScoreAcquisition(Acquisition):
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return self.score_probs(torch.softmax(logits, dim=1))
+
+    def score_inputs(self, ctx: AcquisitionContext, x: torch.Tensor) -> torch.Tensor:
+        return self.score_logits(ctx.model(x))
+
+    def pair_scorer(self, ctx, first, second, k, h_first, h_second) -> PairScorer:
+        return _ClassifierPairScorer(self, ctx, k, h_first, h_second)
 
     @torch.no_grad()
     def scores(self, ctx: AcquisitionContext, candidates: torch.Tensor) -> torch.Tensor:

@@ -1,21 +1,26 @@
-"""Augmentations hook into Algorithm 1 at two places.
+"""Augmentations hook into Algorithm 1 at these places.
 
 1. ``acquire``: how the query is chosen. The default defers to the acquisition; a
    look-ahead augmentation (LADA's InfoMixup, InfoSTN) overrides it to score virtual
-   instances with the acquisition's per-instance score.
-2. ``extra_step``: called once per training epoch after the pass over the labeled set,
+   instances with the acquisition's per-instance score (see acquisition/base.py).
+2. ``begin_iteration``: told which points were just labeled, before training starts.
+3. ``extra_step``: called once per training epoch after the pass over the labeled set,
    to take a step on virtual instances (Eq. 17-19). The default does nothing.
+4. ``extra_training_data``: labelled examples that join every labeled pass (BGADL's
+   synthetic set); None by default.
 
-``begin_iteration`` tells the augmentation which points were just acquired, and
-``metrics`` returns values for the per-iteration CSV (columns named in ``metric_names``).
+``metrics`` returns values for the per-iteration CSV (columns named in ``metric_names``);
+``state_dict``/``load_state_dict`` carry whatever persists across iterations, so a run
+resumes exactly; ``aux_parameters`` is the Param column of Table 1.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
 from ..acquisition.base import Acquisition, AcquisitionContext
+from ..errors import ConfigError
 
 
 class Augment:
@@ -25,6 +30,12 @@ class Augment:
 
     def check_compatible(self, acquisition: Acquisition, acquisition_name: str) -> None:
         """Raise ConfigError when this augmentation cannot work with ``acquisition``."""
+        if self.needs_per_instance_score and not acquisition.per_instance:
+            raise ConfigError(
+                f"acquisition={acquisition_name} selects a batch and has no per-instance score, so it cannot "
+                f"drive the look-ahead augmentation {type(self).__name__}; use acquisition=ent, var or vaal "
+                f"with it, or augment=none with {acquisition_name}"
+            )
 
     def acquire(
         self, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
@@ -34,12 +45,32 @@ class Augment:
     def begin_iteration(self, ctx: AcquisitionContext, acquired: torch.Tensor) -> None:
         """Called after acquisition with the dataset indices just labeled."""
 
-    def extra_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Optional[float]:
-        """One extra optimisation step per epoch; returns its summed loss, or None."""
+    def extra_step(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> Optional[tuple[torch.Tensor, int]]:
+        """One extra optimisation step per epoch.
+
+        Returns (summed loss as a 0-d device tensor, number of instances it covered), or None.
+        """
+        return None
+
+    def extra_training_data(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Extra (images, labels) on the device that join every pass over the labeled set."""
         return None
 
     def metrics(self) -> dict[str, float]:
         return {}
+
+    def aux_parameters(self) -> int:
+        """Parameters of auxiliary networks (Table 1's Param column); 0 when there are none."""
+        return 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that persists across iterations, for resume (per-iteration state needs none)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
 
 class NoAugment(Augment):

@@ -1,0 +1,160 @@
+"""Checkpoint and resume: an interrupted run continues exactly where it stopped."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import ladarun.loop as loop_module
+from ladarun.acquisition import MaxEntropy
+from ladarun.errors import ConfigError
+from ladarun.loop import CHECKPOINT, run_active_learning
+from ladarun.models import cnn
+
+from test_loop import tiny_protocol, toy_data
+
+CPU = torch.device("cpu")
+LADARUN = Path(sys.executable).parent / "ladarun"
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def outcome(rows):
+    # Everything but the wall-clock columns must be identical.
+    return [(r["iteration"], r["n_labeled"], r["test_acc"], r["best_acc"], r["train_loss"]) for r in rows]
+
+
+def run(out_dir, **kw):
+    return run_active_learning(
+        data=toy_data(),
+        model_factory=cnn,
+        acquisition=MaxEntropy(),
+        protocol=tiny_protocol(iterations=4, epochs=2),
+        out_dir=out_dir,
+        seed=5,
+        device=CPU,
+        progress=False,
+        **kw,
+    )
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at_evaluation(monkeypatch, call_number):
+    real = loop_module.evaluate
+    calls = {"n": 0}
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call_number:
+            raise Crash()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "evaluate", evaluate)
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    run(tmp_path / "straight")
+    with monkeypatch.context() as m:
+        crash_at_evaluation(m, 3)  # iteration 2 trains, then dies before its row and checkpoint
+        with pytest.raises(Crash):
+            run(tmp_path / "resumed", keep_checkpoint=True)
+    partial = read_csv(tmp_path / "resumed" / "metrics.csv")
+    assert [r["iteration"] for r in partial] == ["0", "1"]
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)["iteration"] == 1
+    run(tmp_path / "resumed")
+    straight = read_csv(tmp_path / "straight" / "metrics.csv")
+    resumed = read_csv(tmp_path / "resumed" / "metrics.csv")
+    assert outcome(resumed) == outcome(straight)
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["resumed_at"] == [2]
+    assert summary["best_acc"] == json.loads((tmp_path / "straight" / "summary.json").read_text())["best_acc"]
+    assert not (tmp_path / "resumed" / CHECKPOINT).exists()  # deleted once finished
+
+
+def test_rows_past_the_checkpoint_are_dropped_not_duplicated(tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        crash_at_evaluation(m, 4)
+        with pytest.raises(Crash):
+            run(tmp_path)
+    # A crash between writing a row and saving the checkpoint leaves a row the checkpoint lacks.
+    rows = read_csv(tmp_path / "metrics.csv")
+    with open(tmp_path / "metrics.csv", "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=list(rows[0])).writerow({**rows[-1], "iteration": "3", "test_acc": "99"})
+    run(tmp_path)
+    final = read_csv(tmp_path / "metrics.csv")
+    assert [int(r["iteration"]) for r in final] == [0, 1, 2, 3, 4]
+    assert final[3]["test_acc"] != "99"
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        crash_at_evaluation(m, 2)
+        with pytest.raises(Crash):
+            run(tmp_path, fingerprint="aaaa")
+    with pytest.raises(ConfigError, match="different configuration"):
+        run(tmp_path, fingerprint="bbbb")
+    run(tmp_path, fingerprint="aaaa")
+    assert len(read_csv(tmp_path / "metrics.csv")) == 5
+
+
+def test_checkpoint_false_writes_none(tmp_path, monkeypatch):
+    seen = []
+    real = loop_module.save_atomic
+    monkeypatch.setattr(loop_module, "save_atomic", lambda *a: seen.append(a) or real(*a))
+    run(tmp_path, checkpoint=False)
+    assert not seen and not (tmp_path / CHECKPOINT).exists()
+
+
+def test_killed_console_script_resumes_on_rerun(tmp_path):
+    """SIGKILL the real CLI mid-run (as a preempted job), rerun the same command."""
+    args = [str(LADARUN), "dataset=synthetic", "protocol=smoke", "protocol.iterations=40", "progress=false",
+            "seed=1", "protocol.pool_subset=20", "protocol.query=4"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("LADARUN_DATA", None)
+    run_dir = tmp_path / "outputs" / "synthetic" / "ent-none" / "seed1"
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "metrics.csv").exists() and len(read_csv(run_dir / "metrics.csv")) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_csv(run_dir / "metrics.csv"))
+    assert 3 <= done_before < 41 and (run_dir / CHECKPOINT).exists()
+    res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "Resuming" in res.stdout + res.stderr
+    iterations = [int(r["iteration"]) for r in read_csv(run_dir / "metrics.csv")]
+    assert iterations == list(range(41))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_at"] and summary["resumed_at"][0] >= 2
+
+
+def test_unfinished_run_of_another_config_is_kept(compose_cfg, tmp_path, monkeypatch):
+    from ladarun.cli import run_from_config
+
+    smoke = ["dataset=synthetic", "protocol=smoke", "progress=false"]
+    with monkeypatch.context() as m:
+        crash_at_evaluation(m, 2)
+        with pytest.raises(Crash):
+            run_from_config(compose_cfg(smoke), tmp_path)
+    before = (tmp_path / "metrics.csv").read_bytes()
+    with pytest.raises(ConfigError, match=r"resumable .*differs in: protocol"):
+        run_from_config(compose_cfg(smoke + ["protocol.epochs=2"]), tmp_path)
+    assert (tmp_path / "metrics.csv").read_bytes() == before and (tmp_path / CHECKPOINT).exists()
+    run_from_config(compose_cfg(smoke + ["progress=true"]), tmp_path)  # operational keys may change
+    assert json.loads((tmp_path / "summary.json").read_text())["resumed_at"] == [1]
