@@ -22,6 +22,7 @@ from .acquisition.base import Acquisition, AcquisitionContext
 from .augment.base import Augment, NoAugment
 from .data.base import ActiveDataset
 from .errors import ConfigError
+from .malloc import keep_large_buffers
 from .models.staged import StagedClassifier
 from .protocol import Protocol
 from .records import MetricsWriter, write_json_atomic
@@ -185,6 +186,7 @@ def run_active_learning(
             "configuration, or choose another directory with hydra.run.dir=... (or delete the checkpoint)"
         )
     start = time.perf_counter()
+    keep_large_buffers()
     seed_everything(seed, deterministic)
     # Active-learning decisions (initial set, candidate subsets, tie-breaks) draw from their own
     # generator, so they do not depend on how many random numbers training consumed.

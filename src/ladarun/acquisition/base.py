@@ -64,9 +64,11 @@ class PairScorer:
         raise NotImplementedError
 
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """(B,) ``alpha_mix`` of the virtual instances of pairs ``rows`` mixed with ``lam`` (B, 1).
+        """(S, B) ``alpha_mix`` of the virtual instances of pairs ``rows`` (B,) mixed with ``lam`` (S, B).
 
-        Differentiable in ``lam``; ``rows`` may repeat (N lambda samples of one pair).
+        ``lam[s, j]`` is the s-th of S lambda samples for pair ``rows[j]``, and the virtual
+        instance is ``lam x_i + (1 - lam) x'_i`` in the scorer's space. Differentiable in
+        ``lam``. Score all S x B instances in one batched pass.
         """
         raise NotImplementedError
 
@@ -144,10 +146,11 @@ class _ClassifierPairScorer(PairScorer):
         )
 
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        lam = lam.view(-1, *([1] * (self.h_first.dim() - 1)))
-        a, b = self.h_first[rows], self.h_second[rows]
-        h = b + lam * (a - b)  # = lam * a + (1 - lam) * b (Eq. 12)
-        return self.acquisition.score_logits(self.model.forward_from(h, self.k))
+        a, b = self.h_first[rows].unsqueeze(0), self.h_second[rows].unsqueeze(0)  # (1, B, C, H, W)
+        weight = lam.reshape(*lam.shape, *([1] * (a.dim() - 2)))  # (S, B, 1, 1, 1)
+        h = torch.lerp(b, a, weight)  # lam * a + (1 - lam) * b (Eq. 12), broadcast over the S samples
+        logits = self.model.forward_from(h.flatten(0, 1), self.k)
+        return self.acquisition.score_logits(logits).view(lam.shape)
 
 
 class ScoreAcquisition(Acquisition):

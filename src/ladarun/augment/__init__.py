@@ -1,4 +1,6 @@
 """Augmentations. A new one is a class here plus a YAML in conf/augment/."""
 from .base import Augment, NoAugment
+from .infomixup import FixedInfoMixup, InfoMixup
+from .manifold_mixup import ManifoldMixup
 
-__all__ = ["Augment", "NoAugment"]
+__all__ = ["Augment", "FixedInfoMixup", "InfoMixup", "ManifoldMixup", "NoAugment"]
