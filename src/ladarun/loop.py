@@ -149,6 +149,62 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def acquire_step(
+    model: StagedClassifier,
+    data: ActiveDataset,
+    labeled_at: torch.Tensor,
+    iteration: int,
+    acquisition: Acquisition,
+    augment: Augment,
+    protocol: Protocol,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Algorithm 1's acquisition: draw a fresh candidate subset of the pool, let the
+    augmentation (by default: the acquisition) choose the query, label it in ``labeled_at``
+    (in place) and tell the augmentation. Returns the chosen dataset indices."""
+    pool = torch.nonzero(labeled_at < 0).flatten()
+    n_cand = pool.numel() if protocol.pool_subset is None else min(protocol.pool_subset, pool.numel())
+    candidates = pool[torch.randperm(pool.numel(), generator=generator)[:n_cand].to(pool.device)]
+    ctx = AcquisitionContext(model, data, torch.nonzero(labeled_at >= 0).flatten(), generator, protocol.score_batch_size)
+    chosen = augment.acquire(acquisition, ctx, candidates, protocol.query)
+    if chosen.numel() != protocol.query or torch.unique(chosen).numel() != chosen.numel():
+        raise RuntimeError(f"acquisition returned {chosen.numel()} indices, expected {protocol.query} distinct")
+    if bool((labeled_at[chosen] >= 0).any()):
+        raise RuntimeError("acquisition selected an already labeled point")
+    labeled_at[chosen] = iteration
+    augment.begin_iteration(ctx, chosen)
+    return chosen
+
+
+def train_iteration(
+    model: StagedClassifier,
+    optimizer: torch.optim.Optimizer,
+    data: ActiveDataset,
+    labeled_at: torch.Tensor,
+    augment: Augment,
+    protocol: Protocol,
+    epochs: int,
+) -> float:
+    """``epochs`` passes over the labeled set (plus the augmentation's extra data), each
+    followed by the augmentation's extra step; returns the mean loss per instance."""
+    idx = torch.nonzero(labeled_at >= 0).flatten()
+    x, y = data.x_train, data.y_train
+    extra_data = augment.extra_training_data()
+    if extra_data is not None:  # built once per iteration, not per epoch
+        x, y = torch.cat([x[idx], extra_data[0]]), torch.cat([y[idx], extra_data[1]])
+        idx = torch.arange(y.numel(), device=y.device)
+    total = torch.zeros((), device=x.device)
+    seen = 0
+    for _ in range(epochs):
+        total += train_epoch(model, optimizer, x, y, idx, protocol.batch_size, data.train_transform)
+        seen += idx.numel()
+        extra = augment.extra_step(model, optimizer)
+        if extra is not None:
+            total += extra[0]
+            seen += extra[1]
+    return total.item() / max(seen, 1)
+
+
 def run_active_learning(
     *,
     data: ActiveDataset,
@@ -221,24 +277,6 @@ def run_active_learning(
         set_rng_state(state["rng"], gen)
         log.info("Resuming %s from its checkpoint after iteration %d.", out_dir, state["iteration"])
 
-    def train(epochs: int) -> float:
-        idx = torch.nonzero(labeled_at >= 0).flatten()
-        x, y = data.x_train, data.y_train
-        extra_data = augment.extra_training_data()
-        if extra_data is not None:  # built once per iteration, not per epoch
-            x, y = torch.cat([x[idx], extra_data[0]]), torch.cat([y[idx], extra_data[1]])
-            idx = torch.arange(y.numel(), device=device)
-        total = torch.zeros((), device=device)
-        seen = 0
-        for _ in range(epochs):
-            total += train_epoch(model, optimizer, x, y, idx, protocol.batch_size, data.train_transform)
-            seen += idx.numel()
-            extra = augment.extra_step(model, optimizer)
-            if extra is not None:
-                total += extra[0]
-                seen += extra[1]
-        return total.item() / max(seen, 1)
-
     extra_columns = list(acquisition.metric_names) + list(augment.metric_names)
     metrics_path = out_dir / "metrics.csv"
     with MetricsWriter(metrics_path, extra_columns, resume_after=first_it - 1 if state is not None else None) as writer:
@@ -253,17 +291,7 @@ def run_active_learning(
                 acquire_s = 0.0
                 epochs = protocol.initial_epochs
             else:
-                pool = torch.nonzero(labeled_at < 0).flatten()
-                n_cand = pool.numel() if protocol.pool_subset is None else min(protocol.pool_subset, pool.numel())
-                candidates = pool[torch.randperm(pool.numel(), generator=gen)[:n_cand].to(device)]
-                ctx = AcquisitionContext(model, data, torch.nonzero(labeled_at >= 0).flatten(), gen, protocol.score_batch_size)
-                chosen = augment.acquire(acquisition, ctx, candidates, protocol.query)
-                if chosen.numel() != protocol.query or torch.unique(chosen).numel() != chosen.numel():
-                    raise RuntimeError(f"acquisition returned {chosen.numel()} indices, expected {protocol.query} distinct")
-                if bool((labeled_at[chosen] >= 0).any()):
-                    raise RuntimeError("acquisition selected an already labeled point")
-                labeled_at[chosen] = it
-                augment.begin_iteration(ctx, chosen)
+                acquire_step(model, data, labeled_at, it, acquisition, augment, protocol, gen)
                 _sync(device)
                 acquire_s = time.perf_counter() - t0
                 extra.update(acquisition.extra_metrics())
@@ -273,7 +301,7 @@ def run_active_learning(
                     model.load_state_dict(initial_state)
                     optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
             t1 = time.perf_counter()
-            loss = train(epochs)
+            loss = train_iteration(model, optimizer, data, labeled_at, augment, protocol, epochs)
             _sync(device)
             t2 = time.perf_counter()
             acc = evaluate(model, data.x_test, data.y_test, protocol.eval_batch_size)
