@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import ConfigError, LadarunError
 from .loop import CHECKPOINT, resolve_device, run_active_learning
 from .records import write_json_atomic
+from .speed import SpeedOptions
 
 log = logging.getLogger("ladarun")
 
@@ -132,6 +133,7 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
         checkpoint=cfg.checkpoint,
         keep_checkpoint=cfg.keep_checkpoint,
         fingerprint=fingerprint(config),
+        speed=SpeedOptions(**config["speed"]),
     )
     log.info("metrics: %s", summary.metrics_path)
     log.info(

@@ -26,6 +26,7 @@ from .malloc import keep_large_buffers
 from .models.staged import StagedClassifier
 from .protocol import Protocol
 from .records import MetricsWriter, write_json_atomic
+from .speed import SpeedOptions
 from .training import evaluate, train_epoch
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ def run_active_learning(
     checkpoint: bool = True,
     keep_checkpoint: bool = False,
     fingerprint: Optional[str] = None,
+    speed: Optional[SpeedOptions] = None,
 ) -> RunSummary:
     """Run Algorithm 1 and write ``metrics.csv`` and ``summary.json`` into ``out_dir``.
 
@@ -229,9 +231,11 @@ def run_active_learning(
     result is the same as that of an uninterrupted run. ``fingerprint`` identifies the
     configuration: resuming a checkpoint written under another fingerprint is refused. The
     checkpoint is deleted once summary.json is written, unless ``keep_checkpoint``.
-    ``run_info`` (e.g. the resolved config) is stored in summary.json as is.
+    ``run_info`` (e.g. the resolved config) is stored in summary.json as is. ``speed``
+    switches on bf16 autocast, channels_last or torch.compile (all off by default).
     """
     augment = augment or NoAugment()
+    speed = speed or SpeedOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
@@ -249,6 +253,7 @@ def run_active_learning(
     gen = torch.Generator().manual_seed(seed)
 
     data = data.to(device)
+    data.x_train, data.x_test = speed.prepare_images(data.x_train), speed.prepare_images(data.x_test)
     n_train = data.y_train.numel()
     labeled = initial_labeled(data.y_train, data.num_classes, protocol.initial_per_class, gen)
     check_budget(protocol, n_train, labeled.numel())
@@ -257,7 +262,7 @@ def run_active_learning(
     labeled_at[labeled] = 0
 
     def new_model() -> tuple[StagedClassifier, torch.optim.Optimizer]:
-        model = model_factory(in_channels=data.in_channels, num_classes=data.num_classes).to(device)
+        model = speed.prepare_model(model_factory(in_channels=data.in_channels, num_classes=data.num_classes).to(device))
         return model, torch.optim.Adam(model.parameters(), lr=protocol.lr)
 
     model, optimizer = new_model()
@@ -291,7 +296,8 @@ def run_active_learning(
                 acquire_s = 0.0
                 epochs = protocol.initial_epochs
             else:
-                acquire_step(model, data, labeled_at, it, acquisition, augment, protocol, gen)
+                with speed.autocast_on(device):
+                    acquire_step(model, data, labeled_at, it, acquisition, augment, protocol, gen)
                 _sync(device)
                 acquire_s = time.perf_counter() - t0
                 extra.update(acquisition.extra_metrics())
@@ -301,10 +307,12 @@ def run_active_learning(
                     model.load_state_dict(initial_state)
                     optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
             t1 = time.perf_counter()
-            loss = train_iteration(model, optimizer, data, labeled_at, augment, protocol, epochs)
+            with speed.autocast_on(device):
+                loss = train_iteration(model, optimizer, data, labeled_at, augment, protocol, epochs)
             _sync(device)
             t2 = time.perf_counter()
-            acc = evaluate(model, data.x_test, data.y_test, protocol.eval_batch_size)
+            with speed.autocast_on(device):
+                acc = evaluate(model, data.x_test, data.y_test, protocol.eval_batch_size)
             t3 = time.perf_counter()
             best = max(best, acc)
             writer.write(

@@ -172,7 +172,7 @@ class InfoMixup(Augment):
             tau_epoch = torch.empty(n_pairs, device=h_first.device)
             loss_sum = torch.zeros((), device=h_first.device)
             for rows in order.split(self.policy_batch_size):
-                tau = policy(torch.cat([h_first[rows], h_second[rows]], dim=1)).squeeze(1)
+                tau = policy(torch.cat([h_first[rows], h_second[rows]], dim=1)).squeeze(1).float()
                 tau_epoch[rows] = tau.detach()
                 # A lambda at the very edge of (0, 1) has an infinite reparameterisation
                 # gradient; drop that pair's gradient rather than poison the whole step.

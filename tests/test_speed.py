@@ -1,0 +1,55 @@
+"""The speed switches run every path and change results only within their precision."""
+import csv
+
+import pytest
+import torch
+
+from ladarun.acquisition import MaxEntropy
+from ladarun.augment import InfoMixup
+from ladarun.errors import ConfigError
+from ladarun.loop import run_active_learning
+from ladarun.models import cnn
+from ladarun.speed import SpeedOptions
+
+from test_loop import tiny_protocol, toy_data
+
+
+def run(out, speed, augment=None):
+    run_active_learning(
+        data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=augment,
+        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out, seed=0, device=torch.device("cpu"),
+        progress=False, speed=speed,
+    )
+    with open(out / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_channels_last_keeps_the_results(tmp_path):
+    plain = run(tmp_path / "plain", SpeedOptions())
+    nhwc = run(tmp_path / "nhwc", SpeedOptions(channels_last=True))
+    for a, b in zip(plain, nhwc):  # same algorithm, other memory layout: equal up to float rounding
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3)
+
+
+def test_bf16_autocast_runs_the_look_ahead_and_training(tmp_path):
+    rows = run(tmp_path, SpeedOptions(autocast="bf16"), InfoMixup(policy_epochs=1))
+    assert len(rows) == 4 and all(r["virtual_score"] != "" for r in rows[1:])
+    assert all(float(r["train_loss"]) == float(r["train_loss"]) for r in rows)  # finite, not NaN
+
+
+def test_compile_keeps_plain_state_dict_keys():
+    model = SpeedOptions(compile=True).prepare_model(cnn(1, 3))
+    assert all("_orig_mod" not in key for key in model.state_dict())
+
+
+@pytest.mark.slow
+def test_compiled_run_matches_eager(tmp_path):
+    eager = run(tmp_path / "eager", SpeedOptions())
+    compiled = run(tmp_path / "compiled", SpeedOptions(compile=True))
+    for a, b in zip(eager, compiled):
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3)
+
+
+def test_unknown_autocast_is_a_config_error():
+    with pytest.raises(ConfigError, match="speed.autocast"):
+        SpeedOptions(autocast="fp8")
