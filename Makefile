@@ -20,8 +20,9 @@ test: $(STAMP)  ## the fast suite
 test-all: $(STAMP)  ## everything, slow tests included
 	$(PY) -m pytest -q
 
-bench: $(STAMP)  ## wall time and peak memory of the demo and a Fashion quick run, appended to benchmarks/results.md
+bench: $(STAMP)  ## whole-run wall time/memory (benchmarks/results.md), then the Time column, loop overhead and per-row memory (benchmarks/bench.md)
 	$(PY) scripts/bench.py
+	$(PY) -m ladarun.benchmark $(BENCH_ARGS)
 
 clean-outputs:
 	rm -rf outputs multirun

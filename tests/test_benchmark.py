@@ -1,0 +1,26 @@
+"""The benchmark runs end to end in a tiny configuration (timings are not asserted)."""
+import json
+
+from ladarun.benchmark import implemented_rows, main
+
+
+def test_benchmark_runs_end_to_end_and_writes_its_report(tmp_path):
+    main(["--repeats", "1", "--labeled", "40", "--rows", "LADA_EntMix^fixed", "--out", str(tmp_path),
+          "--", "dataset=synthetic", "protocol=smoke", "protocol.epochs=1"])
+    md = (tmp_path / "bench.md").read_text()
+    for heading in ("Time column", "Loop overhead", "Peak memory"):
+        assert heading in md
+    report = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    assert [r["row"] for r in report["time"]] == ["LADA_EntMix^fixed"]
+    for r in report["time"]:
+        assert r["ratio_median"] > 0 and r["acquire_s"] > 0 and r["paper"] == 1.06 and r["target"] == 1.03
+    assert report["overhead"]["ratio"] > 0
+    assert {m["row"] for m in report["memory"]} == {"LADA_EntMix^fixed"}
+    assert all(m["peak_rss_mib"] > 50 for m in report["memory"])
+
+
+def test_only_rows_with_configs_are_benchmarked():
+    labels = {r.label for r in implemented_rows()}
+    assert {"Random", "Max Entropy", "Var Ratio", "LADA_EntMix", "LADA_VarMix", "Ent w. ManifoldMixup"} <= labels
+    for r in implemented_rows():
+        assert r.target <= r.paper_time
