@@ -26,8 +26,9 @@ from .records import write_json_atomic
 log = logging.getLogger("ladarun")
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-# Keys that may differ between two invocations of the same run (where data lives, progress bar).
-_OPERATIONAL_KEYS = ("data_dir", "progress", "checkpoint", "keep_checkpoint")
+# Keys that may differ between two invocations of the same run: where data lives, the progress
+# bar, and the labels of the Table 1 row or sweep preset that chose the config.
+_OPERATIONAL_KEYS = ("data_dir", "progress", "checkpoint", "keep_checkpoint", "method", "experiment")
 # The resolved config of the run in a directory, written when it starts (summary.json has it too).
 RUN_CONFIG = "run_config.json"
 
