@@ -15,7 +15,8 @@ SMOKE = ["dataset=synthetic", "protocol=smoke", "progress=false"]
 
 
 def ladarun(*args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # One torch thread per job: jobs run side by side, and oversubscribed threads spin.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("LADARUN_DATA", None)
     return subprocess.run([str(LADARUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
