@@ -4,7 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ladarun-installed
 
-.PHONY: demo test test-all bench clean-outputs
+RUNS   ?= outputs
+
+.PHONY: demo test test-all bench table1 figures clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +25,12 @@ test-all: $(STAMP)  ## everything, slow tests included
 bench: $(STAMP)  ## whole-run wall time/memory (benchmarks/results.md), then the Time column, loop overhead and per-row memory (benchmarks/bench.md)
 	$(PY) scripts/bench.py
 	$(PY) -m ladarun.benchmark $(BENCH_ARGS)
+
+table1: $(STAMP)  ## Table 1 (with the paper's values) from every run under $(RUNS): $(RUNS)/table1.{md,csv,tex}
+	$(VENV)/bin/ladarun-table --paper $(RUNS)
+
+figures: $(STAMP)  ## Figure 3 and 6a from every run under $(RUNS): $(RUNS)/figures/*/*.png
+	$(VENV)/bin/ladarun-figures $(RUNS)
 
 clean-outputs:
 	rm -rf outputs multirun

@@ -26,5 +26,16 @@ def compose_cfg() -> Callable[[Sequence[str]], DictConfig]:
     return _compose
 
 
+@pytest.fixture
+def compose_hydra() -> Callable[[Sequence[str]], DictConfig]:
+    """Like compose_cfg, with the ``hydra`` node (launcher, sweeper, sweep dir) included."""
+
+    def _compose(overrides: Sequence[str] = ()) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+    return _compose
+
+
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

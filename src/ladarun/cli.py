@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,11 +27,28 @@ from .speed import SpeedOptions
 
 log = logging.getLogger("ladarun")
 
+# conf/hydra/launcher/submitit_local.yaml deliberately shares its name with the plugin's schema
+# (it spells out every key, so it works whether or not Hydra still merges the two).
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_local' is validated against ConfigStore schema")
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-# Keys that may differ between two invocations of the same run (where data lives, progress bar).
-_OPERATIONAL_KEYS = ("data_dir", "progress", "checkpoint", "keep_checkpoint")
+# Keys that may differ between two invocations of the same run: where data lives, the progress
+# bar, and the labels of the Table 1 row or sweep preset that chose the config.
+_OPERATIONAL_KEYS = ("data_dir", "progress", "checkpoint", "keep_checkpoint", "method", "experiment")
 # The resolved config of the run in a directory, written when it starts (summary.json has it too).
 RUN_CONFIG = "run_config.json"
+# Written into the run directory when a run stops on an error (removed when it runs again), so
+# the aggregator can tell a failed run from one that is still going or was killed.
+FAILURE = "failed.json"
+# Launchers in conf/hydra/launcher/ and Hydra's own, with the plugin module and extra each needs.
+LAUNCHER_PLUGINS = {
+    "basic": None,
+    "local": ("hydra_plugins.hydra_joblib_launcher", "parallel"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "parallel"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+}
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -104,6 +122,16 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     if (out_dir / "metrics.csv").exists() and not (cfg.checkpoint and (out_dir / CHECKPOINT).exists()):
         log.warning("%s holds an unfinished run without a checkpoint; starting it again from the beginning.", out_dir)
 
+    (out_dir / FAILURE).unlink(missing_ok=True)
+    try:
+        return _run(cfg, out_dir, config)
+    except Exception as err:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / FAILURE, {"error": type(err).__name__, "message": str(err)})
+        raise
+
+
+def _run(cfg: DictConfig, out_dir: Path, config: dict) -> float:
     device = resolve_device(cfg.device)
     protocol = build(cfg.protocol)
     acquisition = build(cfg.acquisition)
@@ -143,8 +171,33 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     return summary.best_acc
 
 
+def check_launcher(argv: list[str]) -> None:
+    """Raise ConfigError for an unknown ``hydra/launcher=...`` or one whose plugin is not installed.
+
+    Hydra would report both, but with its config search path instead of the fix.
+    """
+    import importlib.util
+
+    options = {p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")} | set(LAUNCHER_PLUGINS)
+    for arg in argv:
+        if not arg.startswith("hydra/launcher="):
+            continue
+        name = arg.split("=", 1)[1]
+        if name not in options:
+            raise ConfigError(
+                f"unknown launcher {name!r}; use hydra/launcher= one of {', '.join(sorted(options))} "
+                "(conf/hydra/launcher/ has ladarun's: local, slurm, submitit_local)"
+            )
+        plugin = LAUNCHER_PLUGINS.get(name)
+        if plugin is not None and importlib.util.find_spec(plugin[0]) is None:
+            raise ConfigError(
+                f"hydra/launcher={name} needs the {plugin[0].split('.')[-1].replace('_', '-')} plugin; "
+                f"install it with pip install -e '.[{plugin[1]}]'"
+            )
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> Optional[float]:
+def hydra_main(cfg: DictConfig) -> Optional[float]:
     try:
         return run_from_config(cfg, HydraConfig.get().runtime.output_dir)
     except LadarunError as err:
@@ -152,6 +205,16 @@ def main(cfg: DictConfig) -> Optional[float]:
             raise  # let the launcher record this job as failed; the other jobs go on
         print(f"ladarun: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> Optional[float]:
+    """The ``ladarun`` console script."""
+    try:
+        check_launcher(sys.argv[1:])
+    except ConfigError as err:
+        print(f"ladarun: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return hydra_main()
 
 
 if __name__ == "__main__":

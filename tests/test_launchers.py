@@ -1,0 +1,97 @@
+"""Sweeps through the launcher configs of conf/hydra/launcher/, with the console script in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ladarun.cli import FAILURE, check_launcher
+from ladarun.errors import ConfigError
+
+LADARUN = Path(sys.executable).parent / "ladarun"
+SMOKE = ["dataset=synthetic", "protocol=smoke", "progress=false"]
+
+
+def ladarun(*args, cwd):
+    # One torch thread per job: jobs run side by side, and oversubscribed threads spin.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("LADARUN_DATA", None)
+    return subprocess.run([str(LADARUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def finished_seeds(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in root.glob("outputs/synthetic/ent-none/seed*/summary.json"))
+
+
+def test_two_job_sweep_through_joblib(tmp_path):
+    res = ladarun("-m", "hydra/launcher=local", *SMOKE, "seed=0,1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "Joblib.Parallel(n_jobs=2" in res.stdout + res.stderr  # the joblib launcher ran them
+    assert finished_seeds(tmp_path) == ["seed0", "seed1"]
+
+
+def test_two_job_sweep_through_submitit_local(tmp_path):
+    res = ladarun("-m", "hydra/launcher=submitit_local", *SMOKE, "seed=0,1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "Submitit 'local' sweep" in res.stdout + res.stderr
+    assert len(list((tmp_path / "outputs" / ".submitit").glob("*/*_result.pkl"))) == 2
+    assert finished_seeds(tmp_path) == ["seed0", "seed1"]
+
+
+def test_a_failing_job_does_not_stop_the_others(tmp_path):
+    # synthetic's pool (192 points) cannot feed 2 x 100 queries, digits' can: job 0 fails, job 1 runs.
+    res = ladarun("-m", "dataset=synthetic,digits", "protocol=smoke", "protocol.query=100", "protocol.pool_subset=null",
+                  "progress=false", cwd=tmp_path)
+    assert res.returncode != 0  # the sweep reports the failure ...
+    assert "set protocol.iterations <= 1" in res.stderr
+    assert (tmp_path / "outputs" / "digits" / "ent-none" / "seed0" / "summary.json").exists()  # ... after job 1 ran
+    failed = tmp_path / "outputs" / "synthetic" / "ent-none" / "seed0"
+    assert json.loads((failed / FAILURE).read_text())["error"] == "ConfigError"
+    from ladarun.aggregate import aggregate
+
+    agg = aggregate(tmp_path / "outputs")
+    assert [r.status for r in agg.not_finished] == ["failed"]
+    assert agg.cells.loc[0, "dataset"] == "digits" and agg.cells.loc[0, "n"] == 1
+
+
+def test_unknown_launcher_is_one_line_naming_the_options(tmp_path):
+    res = ladarun("-m", "hydra/launcher=slrum", *SMOKE, cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert "unknown launcher 'slrum'" in res.stderr and "slurm" in res.stderr and "submitit_local" in res.stderr
+
+
+def test_misspelled_launcher_key_is_named(tmp_path):
+    res = ladarun("-m", "hydra/launcher=local", "hydra.launcher.n_job=1", *SMOKE, cwd=tmp_path)
+    assert res.returncode != 0
+    assert "hydra.launcher.n_job" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "outputs" / "synthetic").exists()
+
+
+def test_missing_plugin_names_the_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("hydra_plugins") else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[slurm\]'"):
+        check_launcher(["-m", "hydra/launcher=slurm"])
+    with pytest.raises(ConfigError, match=r"hydra-joblib-launcher plugin; install it with pip install -e '\.\[parallel\]'"):
+        check_launcher(["hydra/launcher=local"])
+    check_launcher(["hydra/launcher=basic", "seed=1"])  # Hydra's own launcher needs nothing
+
+
+def test_slurm_launcher_settings_and_site_file(compose_hydra, tmp_path):
+    launcher = compose_hydra(["hydra/launcher=slurm"]).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.max_num_timeout, launcher.partition) == (1, 10, None)
+    assert launcher.max_num_timeout > 0  # a timed-out run is requeued (and resumes), not lost
+    # Site values: from a site/slurm.yaml on Hydra's search path (conf/site/slurm.yaml is on it) ...
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "slurm.yaml").write_text("partition: gpu_a100\naccount: lab\nsetup: ['module load cuda']\n")
+    site = compose_hydra(["hydra/launcher=slurm", f"hydra.searchpath=[file://{tmp_path}]"]).hydra.launcher
+    assert (site.partition, site.account, list(site.setup), site.mem_gb) == ("gpu_a100", "lab", ["module load cuda"], 32)
+    # ... and the command line wins over both.
+    cli = compose_hydra(["hydra/launcher=slurm", f"hydra.searchpath=[file://{tmp_path}]", "hydra.launcher.partition=debug"])
+    assert cli.hydra.launcher.partition == "debug"

@@ -1,0 +1,82 @@
+"""Table 1 rows: the paper's table as data, conf/method/ (one file per row) and the sweep presets."""
+import pytest
+
+from conftest import group_options
+from ladarun.cli import CONF_DIR
+from ladarun.table1 import GROUPS, row_for, rows
+
+PRESETS = ("table1", "table1_quick")
+
+
+def sweep_params(compose_hydra, preset):
+    return compose_hydra([f"experiment={preset}"]).hydra.sweeper.params
+
+
+def test_paper_table_transcription_spot_checks():
+    by_label = {r.label: r for r in rows()}
+    assert len(rows()) == 18
+    assert by_label["LADA_VarMix"].paper_acc["fashion"] == (84.47, 0.89)
+    assert by_label["VAAL"].paper_acc["cifar10"] == (39.82, 0.86)
+    assert by_label["LADA_VaalMix"].paper_acc["svhn"] == (77.92, 0.51)
+    assert by_label["Coreset"].paper_acc["svhn"] == (68.57, 3.13)
+    assert (by_label["BGADL"].paper_time, by_label["BGADL"].paper_param) == (4.69, "13M")
+    assert (by_label["LADA_EntMix"].paper_time, by_label["LADA_EntMix"].paper_param) == (1.32, "77K")
+    assert by_label["LADA_VaalMix"].paper_param == "378K"
+    assert by_label["Random"].paper_param == "-"
+
+
+def test_rows_are_grouped_and_ordered_as_in_the_paper():
+    # The PDF text of Table 1 shifts the group labels down a row; these are the paper's groups.
+    groups = {g: [r.label for r in rows() if r.group == g] for g in GROUPS}
+    assert groups["Baselines"] == ["Random", "BALD", "Coreset", "BADGE", "BGADL"]
+    assert groups["Entropy-based"][0] == "Max Entropy" and groups["Entropy-based"][-1] == "LADA_EntSTN"
+    assert groups["VAAL-based"] == ["VAAL", "LADA_VaalMix^fixed", "LADA_VaalMix"]
+    assert groups["VarRatio-based"] == ["Var Ratio", "LADA_VarMix^fixed", "LADA_VarMix"]
+    assert row_for("bald", "bgadl").label == "BGADL"
+    assert row_for("ent", "infostn_fixed").label == "LADA_EntSTN^fixed"
+    assert row_for("random", "infomixup").group == "Other"
+
+
+@pytest.mark.parametrize("method", group_options("method"))
+def test_every_method_file_is_a_table1_row(compose_cfg, method):
+    cfg = compose_cfg([f"method={method}"])
+    assert cfg.method.name == method
+    row = row_for(cfg.acquisition.name, cfg.augment.name)
+    assert row.key == method, f"conf/method/{method}.yaml selects {row.acquisition}+{row.augment}, the row {row.key}"
+
+
+def test_every_implemented_row_has_a_method_file():
+    acquisitions, augments = set(group_options("acquisition")), set(group_options("augment"))
+    implemented = {r.key for r in rows() if r.acquisition in acquisitions and r.augment in augments}
+    assert implemented >= {"random", "ent", "var"}
+    missing = implemented - set(group_options("method"))
+    assert not missing, f"add conf/method/<key>.yaml for the rows {sorted(missing)}"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_row_of_a_preset_resolves_to_existing_configs(compose_hydra, preset):
+    methods = str(sweep_params(compose_hydra, preset).method).split(",")
+    assert methods
+    for method in methods:
+        assert (CONF_DIR / "method" / f"{method}.yaml").exists(), f"{preset} lists {method}, which has no method file"
+        cfg = compose_hydra([f"experiment={preset}", f"method={method}"])
+        assert (CONF_DIR / "acquisition" / f"{cfg.acquisition.name}.yaml").exists()
+        assert (CONF_DIR / "augment" / f"{cfg.augment.name}.yaml").exists()
+        assert row_for(cfg.acquisition.name, cfg.augment.name).key == method
+
+
+def test_presets_sweep_the_paper_grid(compose_hydra):
+    full, quick = (sweep_params(compose_hydra, p) for p in PRESETS)
+    assert full.method == quick.method  # the same rows
+    assert (full.dataset, full.seed) == ("fashion,svhn,cifar10", "range(0,5)")
+    assert (quick.dataset, quick.seed) == ("fashion", "range(0,5)")
+    paper = compose_hydra(["experiment=table1"])
+    assert (paper.protocol.name, paper.model.name, paper.hydra.sweep.dir) == ("paper", "resnet18", "outputs/table1")
+    cpu = compose_hydra(["experiment=table1_quick"])
+    assert (cpu.protocol.name, cpu.model.name, cpu.hydra.sweep.dir) == ("quick", "cnn", "outputs/table1_quick")
+
+
+def test_method_and_preset_labels_do_not_make_a_different_run():
+    from ladarun.cli import _comparable
+
+    assert _comparable({"seed": 0, "method": {"name": "ent"}, "experiment": {"name": "table1"}}) == _comparable({"seed": 0})
