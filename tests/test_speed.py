@@ -37,6 +37,25 @@ def test_bf16_autocast_runs_the_look_ahead_and_training(tmp_path):
     assert all(float(r["train_loss"]) == float(r["train_loss"]) for r in rows)  # finite, not NaN
 
 
+def test_bf16_autocast_trains_on_the_current_weights():
+    # One autocast block spans a whole iteration of optimizer steps; the forward passes must
+    # see each step's updated weights, not a cached bf16 copy of the first ones.
+    torch.manual_seed(0)
+    data = toy_data()
+    model = cnn(1, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = data.x_train[:30], data.y_train[:30]
+    with SpeedOptions(autocast="bf16").autocast_on(torch.device("cpu")):
+        first = torch.nn.functional.cross_entropy(model(x), y).item()
+        for _ in range(30):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        last = torch.nn.functional.cross_entropy(model(x), y).item()
+    assert last < 0.2 * first, (first, last)
+
+
 def test_compile_keeps_plain_state_dict_keys():
     model = SpeedOptions(compile=True).prepare_model(cnn(1, 3))
     assert all("_orig_mod" not in key for key in model.state_dict())

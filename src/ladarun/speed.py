@@ -45,5 +45,8 @@ class SpeedOptions:
         if self.autocast is None:
             yield
             return
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        # cache_enabled=False: the cache keeps the bf16 copy of each weight until the block
+        # exits, and a block spans many optimizer steps here, so the forward passes would keep
+        # using the first step's weights.
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False):
             yield
