@@ -267,13 +267,14 @@ def run_active_learning(
                 _sync(device)
                 acquire_s = time.perf_counter() - t0
                 extra.update(acquisition.extra_metrics())
-                extra.update(augment.metrics())
                 epochs = protocol.epochs
                 if initial_state is not None:
                     model.load_state_dict(initial_state)
                     optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
             t1 = time.perf_counter()
             loss = train(epochs)
+            if it > 0:  # after training: an augmentation may report what happened while it trained (AdaMixup)
+                extra.update(augment.metrics())
             _sync(device)
             t2 = time.perf_counter()
             acc = evaluate(model, data.x_test, data.y_test, protocol.eval_batch_size)
