@@ -1,7 +1,8 @@
 """Augmentations. A new one is a class here plus a YAML in conf/augment/."""
+from .adamixup import AdaMixup
 from .base import Augment, NoAugment
 from .infomixup import FixedInfoMixup, InfoMixup
 from .infostn import FixedInfoSTN, InfoSTN
 from .manifold_mixup import ManifoldMixup
 
-__all__ = ["Augment", "FixedInfoMixup", "FixedInfoSTN", "InfoMixup", "InfoSTN", "ManifoldMixup", "NoAugment"]
+__all__ = ["AdaMixup", "Augment", "FixedInfoMixup", "FixedInfoSTN", "InfoMixup", "InfoSTN", "ManifoldMixup", "NoAugment"]
