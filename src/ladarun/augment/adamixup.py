@@ -40,7 +40,7 @@ class PolicyRegionGenerator(nn.Module):
     The LADA port's small CNN: conv3x3 -> 32, ReLU, pool, conv3x3, ReLU, conv3x3, ReLU, pool,
     conv3x3, ReLU, then 512 (ReLU, dropout 0.5), 100, 3. 145,715 parameters on 1x28x28 and
     228,211 on 3x32x32; not counted in Table 1's "5K". The last two linear layers start with
-    std 1e-3, so the first proposals are close to (1/3, 1/3, 1/3). Images under 16 pixels are
+    std 1e-3, so the first proposals are close to (1/3, 1/3, 1/3). Images under 22 pixels are
     convolved with padding 1 instead of none (a [D] choice; the paper's datasets never hit it).
     """
 
