@@ -301,7 +301,6 @@ def run_active_learning(
                 _sync(device)
                 acquire_s = time.perf_counter() - t0
                 extra.update(acquisition.extra_metrics())
-                extra.update(augment.metrics())
                 epochs = protocol.epochs
                 if initial_state is not None:
                     model.load_state_dict(initial_state)
@@ -309,6 +308,8 @@ def run_active_learning(
             t1 = time.perf_counter()
             with speed.autocast_on(device):
                 loss = train_iteration(model, optimizer, data, labeled_at, augment, protocol, epochs)
+            if it > 0:  # after training: an augmentation may report what happened while it trained (AdaMixup)
+                extra.update(augment.metrics())
             _sync(device)
             t2 = time.perf_counter()
             with speed.autocast_on(device):

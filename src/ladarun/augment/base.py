@@ -9,7 +9,8 @@
 4. ``extra_training_data``: labelled examples that join every labeled pass (BGADL's
    synthetic set); None by default.
 
-``metrics`` returns values for the per-iteration CSV (columns named in ``metric_names``);
+``metrics`` returns values for the per-iteration CSV (columns named in ``metric_names``),
+read once per iteration after training, so it may report on the training epochs;
 ``state_dict``/``load_state_dict`` carry whatever persists across iterations, so a run
 resumes exactly; ``aux_parameters`` is the Param column of Table 1.
 """
