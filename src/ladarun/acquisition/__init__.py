@@ -1,4 +1,5 @@
 """Acquisition functions. A new one is a class here plus a YAML in conf/acquisition/."""
+from .bald import BALD, mutual_information_bits
 from .base import Acquisition, AcquisitionContext, ScoreAcquisition, top_k
 from .random import RandomAcquisition
 from .uncertainty import MaxEntropy, VarRatio, entropy_bits
@@ -6,10 +7,12 @@ from .uncertainty import MaxEntropy, VarRatio, entropy_bits
 __all__ = [
     "Acquisition",
     "AcquisitionContext",
+    "BALD",
     "MaxEntropy",
     "RandomAcquisition",
     "ScoreAcquisition",
     "VarRatio",
     "entropy_bits",
+    "mutual_information_bits",
     "top_k",
 ]
