@@ -1,6 +1,7 @@
 """Acquisition functions. A new one is a class here plus a YAML in conf/acquisition/."""
 from .bald import BALD, mutual_information_bits
 from .base import Acquisition, AcquisitionContext, ScoreAcquisition, top_k
+from .coreset import Coreset, k_center_greedy
 from .random import RandomAcquisition
 from .uncertainty import MaxEntropy, VarRatio, entropy_bits
 
@@ -8,11 +9,13 @@ __all__ = [
     "Acquisition",
     "AcquisitionContext",
     "BALD",
+    "Coreset",
     "MaxEntropy",
     "RandomAcquisition",
     "ScoreAcquisition",
     "VarRatio",
     "entropy_bits",
+    "k_center_greedy",
     "mutual_information_bits",
     "top_k",
 ]
