@@ -1,4 +1,5 @@
 """Acquisition functions. A new one is a class here plus a YAML in conf/acquisition/."""
+from .badge import BADGE
 from .bald import BALD, mutual_information_bits
 from .base import Acquisition, AcquisitionContext, ScoreAcquisition, top_k
 from .coreset import Coreset, k_center_greedy
@@ -8,6 +9,7 @@ from .uncertainty import MaxEntropy, VarRatio, entropy_bits
 __all__ = [
     "Acquisition",
     "AcquisitionContext",
+    "BADGE",
     "BALD",
     "Coreset",
     "MaxEntropy",
