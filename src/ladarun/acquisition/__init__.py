@@ -5,6 +5,7 @@ from .base import Acquisition, AcquisitionContext, ScoreAcquisition, top_k
 from .coreset import Coreset, k_center_greedy
 from .random import RandomAcquisition
 from .uncertainty import MaxEntropy, VarRatio, entropy_bits
+from .vaal import VAAL
 
 __all__ = [
     "Acquisition",
@@ -15,6 +16,7 @@ __all__ = [
     "MaxEntropy",
     "RandomAcquisition",
     "ScoreAcquisition",
+    "VAAL",
     "VarRatio",
     "entropy_bits",
     "k_center_greedy",
