@@ -22,6 +22,10 @@ def test_vaal_parameter_counts():
     assert count_parameters(Discriminator(32)) == 280_065  # METHODS.md §6/§12
     assert count_parameters(VAE(3, 32)) == 22_835_139  # the "about 22.8M" VAE
     assert VAAL().aux_parameters() == 280_065  # Table 1's Param column counts D only
+    assert VAAL(latent_dim=64).aux_parameters() == count_parameters(Discriminator(64)) == 296_449
+    state = torch.get_rng_state()
+    VAAL().aux_parameters()
+    assert torch.equal(torch.get_rng_state(), state)  # counting draws no random numbers
 
 
 def test_vaal_pads_small_images_to_32():

@@ -105,6 +105,11 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def discriminator_parameters(latent_dim: int) -> int:
+    """Size of ``Discriminator(latent_dim)`` without building one (which would draw random numbers)."""
+    return (latent_dim + 1) * 512 + (512 + 1) * 512 + (512 + 1)
+
+
 def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float) -> torch.Tensor:
     """MSE (mean) + beta * KL (summed over the batch and the latent dimensions), as the original."""
     mu, logvar = mu.float(), logvar.float()
@@ -202,7 +207,7 @@ class VAAL(Acquisition):
 
     def aux_parameters(self) -> int:
         """The discriminator only, as the paper's Param column (280,065 at latent 32)."""
-        return count_parameters(self.disc if self.disc is not None else Discriminator(self.latent_dim))
+        return discriminator_parameters(self.latent_dim)
 
     # --- training (once per iteration) -------------------------------------------------------
     def prepare(self, ctx: AcquisitionContext) -> None:
