@@ -2,6 +2,7 @@
 import csv
 import math
 
+import pytest
 import torch
 
 from ladarun.acquisition.base import AcquisitionContext
@@ -11,6 +12,19 @@ from ladarun.data.base import ActiveDataset
 from ladarun.models import cnn
 
 SMOKE = ["dataset=synthetic", "protocol=smoke", "progress=false"]
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread, then restore the setting.
+
+    These tests push many tiny tensors; on a shared 2-core machine, two OpenMP threads
+    spin-waiting for each other made them up to ~100x slower than one thread.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def read_csv(path):

@@ -4,10 +4,13 @@ import torch
 import torch.nn.functional as F
 
 from acquisition_toys import LookAhead, SMOKE, check_smoke_run, make_ctx
+from acquisition_toys import one_thread  # noqa: F401  (the fixture pytestmark uses)
 from ladarun.acquisition import BALD, mutual_information_bits
 from ladarun.acquisition.bald import mutual_information_from_logits
 from ladarun.cli import build, run_from_config
 from ladarun.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bald_is_zero_for_agreeing_samples_and_positive_for_disagreeing_ones():

@@ -3,8 +3,11 @@ import pytest
 import torch
 
 from acquisition_toys import LookAhead, check_smoke_run, make_ctx
+from acquisition_toys import one_thread  # noqa: F401  (the fixture pytestmark uses)
 from ladarun.acquisition import Coreset, k_center_greedy
 from ladarun.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_k_center_greedy_takes_the_farthest_points_on_a_hand_built_example():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from acquisition_toys import LookAhead, check_smoke_run, make_ctx, read_csv
+from acquisition_toys import one_thread  # noqa: F401  (the fixture pytestmark uses)
 from ladarun.acquisition import VAAL
 from ladarun.acquisition.base import AcquisitionContext
 from ladarun.acquisition.vaal import VAE, Discriminator, count_parameters
@@ -16,6 +17,8 @@ from ladarun.models import cnn
 
 # A VAAL small enough for CPU tests: 1/16 of the channels, a few steps on small batches.
 TINY_VAAL = dict(steps=3, batch_size=8, width=0.0625)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_vaal_parameter_counts():
