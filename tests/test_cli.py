@@ -41,7 +41,7 @@ def test_every_option_composes_builds_and_is_named_after_its_file(compose_cfg, g
 
 def test_expected_options_exist():
     assert set(group_options("dataset")) == {"fashion", "svhn", "cifar10", "digits", "synthetic"}
-    assert set(group_options("acquisition")) >= {"random", "ent", "var"}
+    assert set(group_options("acquisition")) >= {"random", "ent", "var", "bald", "coreset", "badge", "vaal"}
     assert set(group_options("augment")) >= {
         "none", "infomixup", "infomixup_fixed", "manifold_mixup", "adamixup", "infostn", "infostn_fixed", "bgadl",
     }

@@ -61,3 +61,13 @@ def test_dropout_option_only_changes_training_mode_outputs():
     model.train()
     model.stages.eval()  # keep BatchNorm fixed: only dropout is stochastic
     assert not torch.allclose(model(x), model(x))
+
+
+def test_embed_from_stage_k_is_the_input_of_the_head():
+    torch.manual_seed(0)
+    model = cnn(in_channels=1, num_classes=5, dropout=0.5).eval()
+    x = torch.randn(3, 1, 8, 8)
+    for k in range(model.num_stages + 1):
+        pooled = model.embed_from(model.features(x, k), k)
+        torch.testing.assert_close(pooled, model.embed(x))
+        torch.testing.assert_close(model.fc(pooled), model(x))

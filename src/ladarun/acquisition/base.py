@@ -187,3 +187,16 @@ class ScoreAcquisition(Acquisition):
 
     def select(self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
         return candidates[top_k(self.scores(ctx, candidates), budget, ctx.generator)]
+
+
+def pair_lambdas(lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``lam`` of :meth:`PairScorer.mixed` with its last dimension indexing ``rows``.
+
+    (S, B) (S lambda samples of each of B rows) and (B,) pass through unchanged; a (B, 1)
+    column, one lambda per row, becomes (B,). A scorer then returns scores of ``lam``'s shape.
+    """
+    if lam.shape[-1] != rows.numel():
+        if lam.numel() != rows.numel():
+            raise ValueError(f"lam of shape {tuple(lam.shape)} does not match {rows.numel()} pair rows")
+        lam = lam.reshape(rows.shape)
+    return lam

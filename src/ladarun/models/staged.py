@@ -58,5 +58,16 @@ class StagedClassifier(nn.Module):
         """The pooled penultimate vector (512-d for ResNet-18), before dropout."""
         return self.pooled(self.features(x, self.num_stages))
 
+    def embed_from(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        """The pooled vector from h^k: the stages after ``k``, then the pool (no dropout, no fc).
+
+        ``fc(dropout(embed_from(h, k)))`` equals ``forward_from(h, k)``; MC dropout (BALD)
+        runs this once per batch and only dropout and ``fc`` T times.
+        """
+        self._check_k(k)
+        for stage in self.stages[k:]:
+            h = stage(h)
+        return self.pooled(h)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_from(x, 0)
