@@ -115,9 +115,12 @@ class Bench:
         self.model_state = copy.deepcopy(model.state_dict())
         self.optimizer_state = copy.deepcopy(optimizer.state_dict())
 
-    def new_model(self):
+    def new_model(self, model_cfg: Optional[DictConfig] = None):
+        """A fresh classifier; ``model_cfg`` is a row's own model config (BALD adds head dropout,
+        which has no parameters, so the shared state still loads into it)."""
+        factory = self.model_factory if model_cfg is None else build(model_cfg, _partial_=True)
         model = self.speed.prepare_model(
-            self.model_factory(in_channels=self.data.in_channels, num_classes=self.data.num_classes).to(self.device)
+            factory(in_channels=self.data.in_channels, num_classes=self.data.num_classes).to(self.device)
         )
         return model, torch.optim.Adam(model.parameters(), lr=self.protocol.lr)
 
@@ -126,7 +129,7 @@ class Bench:
         cfg = compose_config(self.base + [f"acquisition={row.acquisition}", f"augment={row.augment}"])
         acquisition, augment = build(cfg.acquisition), build(cfg.augment)
         augment.check_compatible(acquisition, row.acquisition)
-        model, optimizer = self.new_model()
+        model, optimizer = self.new_model(cfg.model)
         model.load_state_dict(self.model_state)
         optimizer.load_state_dict(self.optimizer_state)
         labeled_at = self.labeled_at.clone()
