@@ -1,5 +1,6 @@
 """The benchmark runs end to end in a tiny configuration (timings are not asserted)."""
 import json
+from pathlib import Path
 
 from ladarun.benchmark import implemented_rows, main
 
@@ -17,6 +18,9 @@ def test_benchmark_runs_end_to_end_and_writes_its_report(tmp_path):
     assert report["overhead"]["ratio"] > 0
     assert {m["row"] for m in report["memory"]} == {"LADA_EntMix^fixed"}
     assert all(m["peak_rss_mib"] > 50 for m in report["memory"])
+    if Path("/proc/self/clear_refs").exists():  # Linux: the iteration's own peak, not the data loading's
+        assert all(m["iteration_peak_rss_mib"] >= 0.9 * m["rss_before_mib"] > 50 for m in report["memory"])
+        assert "iteration peak RSS MiB" in md
 
 
 def test_only_rows_with_configs_are_benchmarked():
