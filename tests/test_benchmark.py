@@ -40,3 +40,16 @@ def test_every_implemented_row_runs_one_benchmark_iteration():
     for row in implemented_rows():
         timing = bench.iteration(row)
         assert timing["iter_s"] >= timing["acquire_s"] > 0, row.label
+
+
+def test_switch_section_times_each_setting_against_the_baseline():
+    import torch
+
+    from ladarun.benchmark import CPU_SWITCHES, switch_section
+
+    out = switch_section(["dataset=synthetic", "protocol=smoke", "protocol.epochs=1"], 40, torch.device("cpu"), 1,
+                         {k: CPU_SWITCHES[k] for k in ("baseline (fp32, NCHW, eager)", "channels_last")}, log=lambda s: None)
+    assert {(o["switches"], o["row"]) for o in out} == {
+        (s, r) for s in ("baseline (fp32, NCHW, eager)", "channels_last") for r in ("Random", "Max Entropy", "LADA_EntMix")}
+    assert all(o["iter_s"] > 0 for o in out)
+    assert all(o["speedup"] == 1.0 for o in out if o["switches"].startswith("baseline"))

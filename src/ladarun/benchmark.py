@@ -10,8 +10,10 @@ Every measurement runs the runner's own code (``acquire_step``, ``train_iteratio
   PyTorch loop over the same model, batch size and device-resident data.
 - ``memory``: each row's peak memory in a fresh subprocess (process RSS; CUDA max
   allocated on a GPU) and its acquisition throughput (candidates scored per second).
-- ``gpu`` (CUDA only): seconds per paper-protocol iteration for Random, Max Entropy and
-  LADA_EntMix with each speed switch on and off.
+- ``switches``: seconds per iteration of Random, Max Entropy and LADA_EntMix with each speed
+  switch of this device on and off (CPU: channels_last, bf16), interleaved.
+- ``gpu`` (CUDA only): the same at the paper protocol with the GPU switches (deterministic,
+  bf16, channels_last, compile).
 
 Like cli.py, this is an entry point and may use Hydra's compose API.
 """
@@ -298,20 +300,48 @@ GPU_SWITCHES = {
     "bf16 + channels_last": ["deterministic=false", "speed.autocast=bf16", "speed.channels_last=true"],
     "bf16 + channels_last + compile": ["deterministic=false", "speed.autocast=bf16", "speed.channels_last=true", "speed.compile=true"],
 }
+# On the CPU, oneDNN's convolution backward converts NCHW inputs to its own layout on every
+# call (a copy of each conv input per step); channels_last skips it. compile needs a C++
+# toolchain and is left to the GPU table.
+CPU_SWITCHES = {
+    "baseline (fp32, NCHW, eager)": [],
+    "channels_last": ["speed.channels_last=true"],
+    "bf16 autocast": ["speed.autocast=bf16"],
+    "bf16 + channels_last": ["speed.autocast=bf16", "speed.channels_last=true"],
+}
+SWITCH_ROWS = ("Random", "Max Entropy", "LADA_EntMix")
+
+
+def switch_section(base: Sequence[str], labeled: int, device: torch.device, repeats: int,
+                   switches: dict[str, list[str]], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Seconds per iteration of Random, Max Entropy and LADA_EntMix with each speed switch.
+
+    One shared state per switch setting; per row, one warm-up iteration each (compilation),
+    then repeats interleaved across the settings so drift cancels. ``speedup`` is the
+    baseline's median over the setting's.
+    """
+    rows = [r for r in implemented_rows() if r.label in SWITCH_ROWS]
+    benches = {name: Bench(list(base) + extra, labeled, device) for name, extra in switches.items()}
+    baseline = next(iter(switches))
+    out = []
+    for row in rows:
+        times: dict[str, list[float]] = {name: [] for name in benches}
+        for name, bench in benches.items():
+            bench.iteration(row)  # warm-up
+        for rep in range(repeats):
+            for name, bench in benches.items():
+                times[name].append(bench.iteration(row, rep)["iter_s"])
+        for name in benches:
+            med = statistics.median(times[name])
+            out.append({"switches": name, "row": row.label, "iter_s": med, "min_s": min(times[name]),
+                        "speedup": statistics.median(times[baseline]) / med})
+            log(f"bench: switches {name} {row.label}: {med:.2f} s/iteration ({out[-1]['speedup']:.2f}x the baseline)")
+    return out
 
 
 def gpu_section(base: Sequence[str], labeled: int, device: torch.device, repeats: int) -> list[dict[str, Any]]:
     """Paper-protocol seconds per iteration for Random, Max Entropy, LADA_EntMix, per switch."""
-    rows = [r for r in implemented_rows() if r.label in ("Random", "Max Entropy", "LADA_EntMix")]
-    out = []
-    for name, switches in GPU_SWITCHES.items():
-        bench = Bench(list(base) + switches, labeled, device)
-        for row in rows:
-            bench.iteration(row)  # warm-up (and compilation)
-            times = [bench.iteration(row, rep)["iter_s"] for rep in range(repeats)]
-            out.append({"switches": name, "row": row.label, "iter_s": statistics.median(times), "min_s": min(times)})
-            print(f"bench: gpu {name} {row.label}: {statistics.median(times):.2f} s/iteration", flush=True)
-    return out
+    return switch_section(base, labeled, device, repeats, GPU_SWITCHES, log=lambda s: print(s, flush=True))
 
 
 def machine() -> str:
@@ -362,10 +392,12 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
             it = m.get("iteration_peak_rss_mib")
             it_s, grow = (f"{it:.0f}", f"{it - m['rss_before_mib']:+.0f}") if it is not None else ("-", "-")
             lines.append(f"| {m['row']} | {m['rss_before_mib']:.0f} | {it_s} | {grow} | {m['peak_rss_mib']:.0f} | {cuda} |\n")
-    if report.get("gpu"):
-        lines += ["\n### GPU: seconds per paper-protocol iteration\n\n| switches | row | s/iteration (median) | min |\n|---|---|---|---|\n"]
-        for g in report["gpu"]:
-            lines.append(f"| {g['switches']} | {g['row']} | {g['iter_s']:.2f} | {g['min_s']:.2f} |\n")
+    for key, title in (("switches", "Speed switches on this device (quick protocol; interleaved)"),
+                       ("gpu", "GPU: seconds per paper-protocol iteration, per speed switch (interleaved)")):
+        if report.get(key):
+            lines += [f"\n### {title}\n\n| switches | row | s/iteration (median) | min | speed-up vs baseline |\n|---|---|---|---|---|\n"]
+            for g in report[key]:
+                lines.append(f"| {g['switches']} | {g['row']} | {g['iter_s']:.2f} | {g['min_s']:.2f} | {g['speedup']:.2f}x |\n")
     md = out_dir / "bench.md"
     if not md.exists():
         md.write_text("# Benchmarks\n\nAppended by `make bench` (`python -m ladarun.benchmark`); newest last. "
@@ -377,7 +409,7 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="ladarun benchmarks (issue 7): Time column, loop overhead, memory, GPU")
-    parser.add_argument("--sections", nargs="*", default=["time", "overhead", "memory"], choices=["time", "overhead", "memory", "gpu"])
+    parser.add_argument("--sections", nargs="*", default=["time", "overhead", "memory", "switches"], choices=["time", "overhead", "memory", "switches", "gpu"])
     parser.add_argument("--rows", nargs="*", help="row labels to time (default: every implemented row)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--labeled", type=int, default=170, help="labeled-set size of the shared starting state")
@@ -396,7 +428,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     rows = implemented_rows(args.rows)
     if "gpu" in args.sections and device.type != "cuda":
-        sys.exit("bench: the gpu section needs CUDA (device=cuda); CPU sections: time overhead memory")
+        sys.exit("bench: the gpu section needs CUDA (device=cuda); CPU sections: time overhead memory switches")
     report: dict[str, Any] = {
         "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(), "device": str(device),
         "versions": library_versions(), "base": base, "labeled": args.labeled, "repeats": args.repeats,
@@ -411,6 +443,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print(f"bench: loop overhead ratio {report['overhead']['ratio']:.3f}", flush=True)
     if "memory" in args.sections:
         report["memory"] = memory_column(base, rows, args.labeled, args.device)
+    if "switches" in args.sections:
+        report["switches"] = switch_section(base, args.labeled, device, args.repeats,
+                                            GPU_SWITCHES if device.type == "cuda" else CPU_SWITCHES,
+                                            log=lambda s: print(s, flush=True))
     if "gpu" in args.sections:
         paper_base = [b for b in base if not b.startswith("protocol=")] + ["protocol=paper"]
         report["gpu"] = gpu_section(paper_base, max(args.labeled, 520), device, args.repeats)
