@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
 
@@ -40,23 +41,43 @@ def _legend(label: str) -> str:
     return tex + label[len(m.group(0)):]
 
 
+def _entry(label: str, seeds: int) -> str:
+    return f"{_legend(label)} ({seeds} seed{'' if seeds == 1 else 's'})"
+
+
 def _mean_std(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
     """Mean, sample std and count of ``y`` over runs at each value of ``x``."""
     stacked = pd.concat([f[[x, y]].dropna() for f in frames])
     return stacked.groupby(x)[y].agg(["mean", "std", "count"]).reset_index()
 
 
-def _plot(ax, stats: pd.DataFrame, x: str, label: str) -> None:
-    (line,) = ax.plot(stats[x], stats["mean"], label=label, linewidth=1.5)
+# Table 1 has 18 rows: tab20 gives each its own colour (the default cycle repeats after 10);
+# LADA rows are solid, the others dashed.
+COLORS = matplotlib.colormaps["tab20"].colors
+
+
+def _plot(ax, stats: pd.DataFrame, x: str, label: str, index: int = 0, many: bool = False) -> None:
+    style = "-" if label.startswith("LADA") else "--"
+    (line,) = ax.plot(stats[x], stats["mean"], style, label=label, linewidth=1.5, color=COLORS[index % len(COLORS)])
     band = stats.dropna(subset=["std"])
     if len(band):
-        ax.fill_between(band[x], band["mean"] - band["std"], band["mean"] + band["std"], color=line.get_color(), alpha=0.2)
+        ax.fill_between(band[x], band["mean"] - band["std"], band["mean"] + band["std"], color=line.get_color(),
+                        alpha=0.08 if many else 0.2)
+
+
+def _legend_box(fig: Figure, ax, n: int) -> None:
+    """Up to 6 entries inside the axes; more go to a column right of it, off the curves."""
+    if n <= 6:
+        ax.legend(fontsize="small")
+    else:
+        fig.set_size_inches(9.6, 4.8)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
 
 
@@ -74,21 +95,21 @@ def write_figures(root: Path | str, out: Optional[Path | str] = None) -> list[Pa
         fig = Figure(figsize=(6.4, 4.4))
         ax = fig.add_subplot()
         cells = sorted(part.groupby("label"), key=lambda kv: (position(kv[1]["row"].iloc[0]), kv[0]))
-        for label, cell in cells:
+        for i, (label, cell) in enumerate(cells):
             stats = _mean_std([r.metrics for r in cell["run"]], "n_labeled", "test_acc")
-            _plot(ax, stats, "n_labeled", f"{_legend(label)} ({len(cell)} seeds)")
+            _plot(ax, stats, "n_labeled", _entry(label, len(cell)), i, many=len(cells) > 6)
         ax.set(xlabel="labeled examples", ylabel="test accuracy (%)", title=f"{name}: {agg.sections[sid]}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        _legend_box(fig, ax, len(cells))
         written.append(_save(fig, folder / f"{dataset}_accuracy.png"))
 
         scored = part[[VIRTUAL_SCORE in r.metrics and r.metrics[VIRTUAL_SCORE].notna().any() for r in part["run"]]]
         for acquisition, runs in scored.groupby(scored["run"].map(lambda r: r.row.acquisition)):
             fig = Figure(figsize=(6.4, 4.4))
             ax = fig.add_subplot()
-            for label, cell in sorted(runs.groupby("label"), key=lambda kv: (position(kv[1]["row"].iloc[0]), kv[0])):
+            for i, (label, cell) in enumerate(sorted(runs.groupby("label"), key=lambda kv: (position(kv[1]["row"].iloc[0]), kv[0]))):
                 frames = [r.metrics[r.metrics["iteration"] >= 1] for r in cell["run"]]
-                _plot(ax, _mean_std(frames, "iteration", VIRTUAL_SCORE), "iteration", f"{_legend(label)} ({len(cell)} seeds)")
+                _plot(ax, _mean_std(frames, "iteration", VIRTUAL_SCORE), "iteration", _entry(label, len(cell)), i)
             ax.set(xlabel="acquisition iteration", ylabel=f"{VIRTUAL_SCORE} (acquisition score of virtual instances)",
                    title=f"{name}, {acquisition}: virtual instances ({agg.sections[sid]})")
             ax.grid(alpha=0.3)
