@@ -93,6 +93,20 @@ def test_duplicate_seed_is_counted_once(runs):
     assert any("second run of seed 0" in (r.problem or "") for r in agg.not_finished)
 
 
+def test_an_augment_setting_override_is_a_variant_of_the_row_not_a_second_run(runs):
+    # An ablation of the same row and seeds, e.g. `augment.tau_activation=softplus`.
+    write_run(runs, acquisition="ent", augment="infomixup", accs=(60, 70, 90), folder="ablation/seed0")
+    cfg = runs / "ablation/seed0/.hydra/config.yaml"
+    cfg.write_text(cfg.read_text().replace("name: infomixup", "name: infomixup\n  tau_activation: softplus"))
+    agg = aggregate(runs)
+    assert not any(r.problem for r in agg.runs)
+    entmix = agg.cells[(agg.cells["protocol"] == "quick") & (agg.cells["row"] == "ent_infomixup")].set_index("label")
+    assert dict(entmix["mean"]) == {
+        "LADA_EntMix [augment.tau_activation=None]": 88.0, "LADA_EntMix [augment.tau_activation=softplus]": 90.0,
+    }
+    assert entmix["is_variant"].all()
+
+
 def test_console_entry_writes_md_csv_tex_with_paper_values(runs, capsys):
     assert main([str(runs), "--paper"]) == 0
     md = (runs / "table1.md").read_text()

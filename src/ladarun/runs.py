@@ -74,8 +74,17 @@ class Run:
 
     @property
     def details(self) -> dict[str, Any]:
-        """Everything in the config that changes results, except dataset, row and seed."""
-        return {k: v for k, v in self.config.items() if k not in NOT_SETTING | {"acquisition", "augment", "dataset"}}
+        """Everything in the config that changes results, except dataset, row and seed.
+
+        The acquisition and augment names make the row; their other settings are details, so an
+        ablation such as ``augment.tau_activation=softplus`` is its own variant of the row.
+        """
+        details = {k: v for k, v in self.config.items() if k not in NOT_SETTING | {"acquisition", "augment", "dataset"}}
+        for group in ("acquisition", "augment"):
+            settings = {k: v for k, v in (self.config.get(group) or {}).items() if k != "name"}
+            if settings:
+                details[group] = settings
+        return details
 
     @property
     def iterations_done(self) -> int:
