@@ -12,6 +12,7 @@ def test_benchmark_runs_end_to_end_and_writes_its_report(tmp_path):
     for heading in ("Time column", "Loop overhead", "Peak memory"):
         assert heading in md
     report = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    assert report["threads"] >= 1 and f"({report['threads']} intra-op threads)" in md
     assert [r["row"] for r in report["time"]] == ["LADA_EntMix^fixed"]
     for r in report["time"]:
         assert r["ratio_median"] > 0 and r["acquire_s"] > 0 and r["paper"] == 1.06 and r["target"] == 1.03

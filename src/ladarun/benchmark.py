@@ -364,7 +364,9 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
     (out_dir / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"\n## {report['date']} on {report['machine']}\n",
              f"torch {report['versions']['torch']}, torchvision {report['versions']['torchvision']}, "
-             f"device {report['device']}; base config: `{' '.join(report['base']) or '(defaults)'}`; "
+             f"device {report['device']}"
+             + (f" ({report['threads']} intra-op threads)" if "threads" in report else "")
+             + f"; base config: `{' '.join(report['base']) or '(defaults)'}`; "
              f"state: {report['labeled']} labels; {report['repeats']} repeats.\n"]
     if report.get("time"):
         lines += ["\n### Time column: whole-iteration wall time relative to Random (interleaved, one process)\n\n",
@@ -432,6 +434,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     report: dict[str, Any] = {
         "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(), "device": str(device),
         "versions": library_versions(), "base": base, "labeled": args.labeled, "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
     }
     print(f"bench: {report['machine']}; rows: {', '.join(r.label for r in rows)}", flush=True)
     if "time" in args.sections or "overhead" in args.sections:
