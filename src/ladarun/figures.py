@@ -45,6 +45,11 @@ def _entry(label: str, seeds: int) -> str:
     return f"{_legend(label)} ({seeds} seed{'' if seeds == 1 else 's'})"
 
 
+def _by_row(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The runs grouped by table label, in Table 1's row order."""
+    return sorted(runs.groupby("label"), key=lambda kv: (position(kv[1]["row"].iloc[0]), kv[0]))
+
+
 def _mean_std(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
     """Mean, sample std and count of ``y`` over runs at each value of ``x``."""
     stacked = pd.concat([f[[x, y]].dropna() for f in frames])
@@ -94,7 +99,7 @@ def write_figures(root: Path | str, out: Optional[Path | str] = None) -> list[Pa
 
         fig = Figure(figsize=(6.4, 4.4))
         ax = fig.add_subplot()
-        cells = sorted(part.groupby("label"), key=lambda kv: (position(kv[1]["row"].iloc[0]), kv[0]))
+        cells = _by_row(part)
         for i, (label, cell) in enumerate(cells):
             stats = _mean_std([r.metrics for r in cell["run"]], "n_labeled", "test_acc")
             _plot(ax, stats, "n_labeled", _entry(label, len(cell)), i, many=len(cells) > 6)
@@ -107,7 +112,7 @@ def write_figures(root: Path | str, out: Optional[Path | str] = None) -> list[Pa
         for acquisition, runs in scored.groupby(scored["run"].map(lambda r: r.row.acquisition)):
             fig = Figure(figsize=(6.4, 4.4))
             ax = fig.add_subplot()
-            for i, (label, cell) in enumerate(sorted(runs.groupby("label"), key=lambda kv: (position(kv[1]["row"].iloc[0]), kv[0]))):
+            for i, (label, cell) in enumerate(_by_row(runs)):
                 frames = [r.metrics[r.metrics["iteration"] >= 1] for r in cell["run"]]
                 _plot(ax, _mean_std(frames, "iteration", VIRTUAL_SCORE), "iteration", _entry(label, len(cell)), i)
             ax.set(xlabel="acquisition iteration", ylabel=f"{VIRTUAL_SCORE} (acquisition score of virtual instances)",
