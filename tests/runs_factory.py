@@ -26,11 +26,13 @@ def write_run(
     protocol: str = "quick",
     accs: Sequence[float] = (60.0, 70.0, 80.0),
     iter_s: Sequence[float] = (50.0, 1.0, 1.0),
+    acquire_s: Optional[Sequence[float]] = None,
     finished: bool = True,
     aux_params: int = 0,
     extra: Optional[dict[str, Sequence[float]]] = None,
     folder: Optional[str] = None,
     config: bool = True,
+    settings: Optional[dict[str, dict]] = None,
 ) -> Path:
     """A run with ``len(accs)`` iterations (0..n-1); ``finished`` writes summary.json."""
     run = root / (folder or f"{protocol}/{dataset}/{acquisition}-{augment}/seed{seed}")
@@ -44,6 +46,8 @@ def write_run(
         "seed": seed,
         "data_dir": "${oc.env:LADARUN_DATA,./data}",
     }
+    for group, values in (settings or {}).items():  # e.g. {"augment": {"tau_activation": "softplus"}}
+        cfg[group] = {**cfg[group], **values}
     if config:
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     extra = extra or {}
@@ -56,7 +60,7 @@ def write_run(
             writer.writerow(
                 {
                     "iteration": it, "n_labeled": 20 + 10 * it, "test_acc": acc, "best_acc": best, "train_loss": 0.5,
-                    "acquire_s": 0.0 if it == 0 else 0.1, "train_s": 0.5, "eval_s": 0.1, "iter_s": iter_s[it],
+                    "acquire_s": acquire_s[it] if acquire_s else (0.0 if it == 0 else 0.1), "train_s": 0.5, "eval_s": 0.1, "iter_s": iter_s[it],
                     **{k: ("" if it == 0 else v[it]) for k, v in extra.items()},
                 }
             )

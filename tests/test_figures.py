@@ -1,9 +1,10 @@
-"""ladarun-figures: Figure 3 (accuracy vs labels) and Figure 6a (virtual-instance score) as PNGs."""
+"""ladarun-figures: Figure 3 (accuracy vs labels, a panel per Table 1 group) and Figure 6a (virtual-instance score), PNG and PDF."""
 import matplotlib.image
 import pandas as pd
 import pytest
 
-from ladarun.figures import _mean_std, main, write_figures
+from ladarun.aggregate import aggregate
+from ladarun.figures import _mean_std, accuracy_figure, main, write_figures
 from runs_factory import write_run
 
 
@@ -23,6 +24,11 @@ def assert_png(path):
     assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
+def assert_pdf(path):
+    data = path.read_bytes()
+    assert data.startswith(b"%PDF") and len(data) > 5000 and b"CreationDate" not in data  # reruns give the same file
+
+
 def test_accuracy_and_virtual_score_figures(tmp_path, capsys):
     for seed in (0, 1):
         write_run(tmp_path, acquisition="random", seed=seed, accs=(50, 60 + seed, 70))
@@ -32,9 +38,11 @@ def test_accuracy_and_virtual_score_figures(tmp_path, capsys):
                       extra={"virtual_score": [0, score, score + 0.1 * seed], "tau_mean": [0, 0.5, 0.5]})
     written = write_figures(tmp_path)
     names = sorted(p.relative_to(tmp_path / "figures").as_posix() for p in written)
-    assert names == ["quick_model_cnn/fashion_accuracy.png", "quick_model_cnn/fashion_ent_virtual_score.png"]
+    assert names == [f"quick_model_cnn/{n}.{ext}" for n in ("fashion_accuracy", "fashion_ent_virtual_score") for ext in ("pdf", "png")]
     for path in written:
-        assert_png(path)
+        if path.suffix == ".png":
+            assert_png(path)
+            assert_pdf(path.with_suffix(".pdf"))
 
 
 def test_no_virtual_score_figure_without_the_column(tmp_path, capsys):
@@ -42,7 +50,56 @@ def test_no_virtual_score_figure_without_the_column(tmp_path, capsys):
     write_run(tmp_path, acquisition="var", dataset="svhn", accs=(20, 30), finished=False)  # unfinished runs count too
     assert main([str(tmp_path), "--out", str(tmp_path / "png")]) == 0
     out = capsys.readouterr()
-    written = sorted(p.name for p in (tmp_path / "png").rglob("*.png"))
-    assert written == ["fashion_accuracy.png", "svhn_accuracy.png"]
+    written = sorted(p.name for p in (tmp_path / "png").rglob("*.*"))
+    assert written == ["fashion_accuracy.pdf", "fashion_accuracy.png", "svhn_accuracy.pdf", "svhn_accuracy.png"]
     assert "Figure 6a was not drawn" in out.err
     assert main([str(tmp_path / "nothing_here")]) == 2
+
+
+def _runs_of_every_group(root):
+    for seed in (0, 1):
+        for acquisition, augment in (("random", "none"), ("bald", "none"), ("badge", "none"), ("ent", "none"),
+                                     ("ent", "infomixup"), ("vaal", "none"), ("var", "none"), ("var", "infomixup_fixed")):
+            write_run(root, acquisition=acquisition, augment=augment, seed=seed, accs=(50, 60 + seed, 70))
+        # an ablation of LADA_EntMix
+        write_run(root, acquisition="ent", augment="infomixup", seed=seed, accs=(50, 61, 72), folder=f"softplus/seed{seed}",
+                  settings={"augment": {"tau_activation": "softplus"}})
+
+
+def _panels(fig):
+    out = {}
+    for ax in fig.axes:
+        if ax.get_visible():
+            out[ax.get_title()] = [(line.get_label(), line.get_color(), line.get_linestyle()) for line in ax.get_lines()]
+    return out
+
+
+def test_accuracy_figure_has_one_panel_per_group_with_random_as_reference(tmp_path):
+    _runs_of_every_group(tmp_path)
+    table = aggregate(tmp_path).table
+    panels = _panels(accuracy_figure(table[~table["is_variant"]], "t"))
+    assert list(panels) == ["Baselines", "Entropy-based", "VAAL-based", "VarRatio-based"]
+    for group, lines in panels.items():
+        label, color, style = lines[0]  # Random first, dashed black, in every panel
+        assert label == "Random (2 seeds)" and color == "black" and style == "--", group
+        others = lines[1:]
+        assert others and "Random" not in " ".join(label for label, _, _ in others)
+        assert len({color for _, color, _ in others}) == len(others) and "black" not in {c for _, c, _ in others}
+    assert [label for label, _, _ in panels["Baselines"]] == ["Random (2 seeds)", "BALD (2 seeds)", "BADGE (2 seeds)"]
+    assert [label for label, _, _ in panels["Entropy-based"]][1:] == ["Max Entropy (2 seeds)", r"LADA$_{\mathrm{EntMix}}$ (2 seeds)"]
+    # The ablation is drawn only when asked for, dotted, in its row's panel.
+    with_ablations = _panels(accuracy_figure(table, "t"))["Entropy-based"]
+    assert with_ablations[-1][0].endswith("[augment.tau_activation=softplus] (2 seeds)") and with_ablations[-1][2] == ":"
+
+
+def test_ablations_flag(tmp_path):
+    _runs_of_every_group(tmp_path)
+    out_plain, out_ablations = tmp_path / "plain", tmp_path / "ablations"
+    assert main([str(tmp_path), "--out", str(out_plain)]) == 0
+    assert main([str(tmp_path), "--out", str(out_ablations), "--ablations"]) == 0
+    plain = (out_plain / "quick_model_cnn" / "fashion_accuracy.png").read_bytes()
+    assert plain != (out_ablations / "quick_model_cnn" / "fashion_accuracy.png").read_bytes()
+    assert_png(out_plain / "quick_model_cnn" / "fashion_accuracy.png")
+    assert_pdf(out_plain / "quick_model_cnn" / "fashion_accuracy.pdf")
+    image = matplotlib.image.imread(out_plain / "quick_model_cnn" / "fashion_accuracy.png")
+    assert image.shape[1] > 1000 and image.shape[0] > 800  # a 2 x 2 grid of panels

@@ -1,9 +1,13 @@
 """The committed replication runs (results/<name>/) regenerate their committed tables exactly."""
+import csv
+import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import REPO
+from ladarun.aggregate import aggregate
 from ladarun.aggregate import main as table_main
 
 RESULTS = sorted(p for p in (REPO / "results").glob("*") if (p / "table1.md").exists())
@@ -19,5 +23,35 @@ def test_committed_runs_regenerate_the_committed_table(folder: Path, tmp_path, m
     assert table_main([str(folder.relative_to(REPO)), "--paper", "--out", str(tmp_path)]) == 0
     for name in ("table1.md", "table1.csv", "table1.tex"):
         assert (tmp_path / name).read_text() == (folder / name).read_text(), f"{folder.name}/{name} is stale: rerun make table1 RUNS={folder.relative_to(REPO)}"
+    md = (folder / "table1.md").read_text()
+    assert "| Group | Method | Best | Final | Area | n | Time | Acq. time | Param |" in md
     figures = list((folder / "figures").rglob("*.png"))
     assert figures and all(f.stat().st_size > 10_000 for f in figures)
+    assert all(f.with_suffix(".pdf").is_file() for f in figures), f"rerun make figures RUNS={folder.relative_to(REPO)}"
+
+
+def _metrics(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in r.items() if k in ("test_acc", "acquire_s", "iteration")} for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("folder", RESULTS, ids=[p.name for p in RESULTS])
+def test_committed_final_area_and_acquisition_ratio_are_those_of_metrics_csv(folder: Path):
+    """The new columns, recomputed here straight from each run's metrics.csv (csv module, no pandas)."""
+    table = pd.read_csv(folder / "table1.csv")
+    runs = aggregate(folder).table
+    acquire = {}
+    for label, part in runs.groupby("label"):
+        rows = [_metrics(r.path) for r in part["run"]]
+        row = table[table["label"] == label].iloc[0]
+        assert row.n == len(rows)
+        assert row.final_acc_mean == pytest.approx(statistics.mean(m[-1]["test_acc"] for m in rows), abs=1e-9)
+        areas = [statistics.mean(r["test_acc"] for r in m) for m in rows]
+        assert row.area_mean == pytest.approx(statistics.mean(areas), abs=1e-9)
+        assert row.area_std == pytest.approx(statistics.stdev(areas), abs=1e-9)
+        acquire[label] = statistics.mean(r["acquire_s"] for m in rows for r in m if r["iteration"] >= 1)
+    for row in table.itertuples():
+        if "Random" in acquire:
+            assert row.acq_time_ratio == pytest.approx(acquire[row.label] / acquire["Random"], rel=1e-9)
+        else:  # no Random to compare with: the column is empty
+            assert pd.isna(row.acq_time_ratio)

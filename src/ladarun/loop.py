@@ -361,6 +361,7 @@ def run_active_learning(
         {
             "best_acc": summary.best_acc,
             "final_acc": summary.final_acc,
+            "area": MetricsWriter.area(metrics_path),  # mean test accuracy over iterations 0..N (metrics.csv)
             "n_labeled": summary.n_labeled,
             "iterations": summary.iterations,
             "total_s": round(total_s, 3),

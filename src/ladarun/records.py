@@ -64,11 +64,27 @@ class MetricsWriter:
     def close(self) -> None:
         self._file.close()
 
+    @staticmethod
+    def area(path: Path) -> float:
+        """The area under the learning curve of a metrics.csv: see :func:`learning_curve_area`."""
+        return learning_curve_area(path)
+
     def __enter__(self) -> "MetricsWriter":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def learning_curve_area(path: Path) -> float:
+    """Area under the learning curve: the mean test accuracy over iterations 0..N of a metrics.csv.
+
+    The mean of the ``test_acc`` column as written (a curve on a grid of equal steps, so the mean
+    is the normalised area); ``ladarun-table`` computes the same number from the same file.
+    """
+    with open(path, newline="") as f:
+        accs = [float(r["test_acc"]) for r in csv.DictReader(f)]
+    return sum(accs) / len(accs) if accs else float("nan")
 
 
 def _fmt(value: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +27,9 @@ MARKERS = ("metrics.csv", "summary.json", "failed.json", "run_config.json")
 # Config keys that do not change what a run measures (cli._OPERATIONAL_KEYS, plus the seed and
 # the resolved device, which summary.json records), left out when comparing two runs' settings.
 NOT_SETTING = {"seed", "data_dir", "progress", "checkpoint", "keep_checkpoint", "method", "experiment", "device", "hydra"}
+# The config groups of conf/ (the package's defaults, as ladarun composes them; cli.CONF_DIR).
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+_GROUPS = ("dataset", "model", "acquisition", "augment")
 
 
 @dataclass
@@ -87,6 +91,20 @@ class Run:
         return details
 
     @property
+    def default_details(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:attr:`details` of the package's default config for this run's choices, flattened:
+        (unresolved, resolved). Empty when conf/ cannot be read; see :func:`default_config`."""
+        config = default_config(self.config)
+        if not config:
+            return {}, {}
+        unresolved = Run(self.path, config=config).details
+        try:
+            resolved = Run(self.path, config=OmegaConf.to_container(OmegaConf.create(config), resolve=True)).details
+        except OmegaConfBaseException:
+            resolved = unresolved
+        return flatten(unresolved), flatten(resolved)
+
+    @property
     def iterations_done(self) -> int:
         """Finished iterations after the initial training (-1: not even that)."""
         if self.metrics is None or self.metrics.empty:
@@ -102,6 +120,24 @@ class Run:
         return None
 
     @property
+    def final_acc(self) -> Optional[float]:
+        """Test accuracy after the last iteration, from metrics.csv (runs of any version have it)."""
+        if self.metrics is None or self.metrics.empty:
+            return None
+        return float(self.metrics["test_acc"].iloc[-1])
+
+    @property
+    def area(self) -> Optional[float]:
+        """Area under the learning curve: the mean test accuracy over iterations 0..N of metrics.csv.
+
+        Computed here rather than read from summary.json, so runs written before summary.json
+        had an ``area`` get the same number (records.learning_curve_area, from the same file).
+        """
+        if self.metrics is None or self.metrics.empty:
+            return None
+        return float(self.metrics["test_acc"].mean())
+
+    @property
     def aux_params(self) -> Optional[int]:
         value = (self.summary or {}).get("aux_params")
         return None if value is None else int(value)
@@ -109,6 +145,51 @@ class Run:
     @property
     def device(self) -> Optional[str]:
         return (self.summary or {}).get("device")
+
+
+@lru_cache(maxsize=None)
+def _conf_file(relpath: str) -> Optional[dict[str, Any]]:
+    """A file of conf/, unresolved, without its defaults list; None when it is not there."""
+    path = CONF_DIR / relpath
+    if not path.is_file():
+        return None
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except (YAMLError, OmegaConfBaseException):
+        return None
+    if not isinstance(config, dict):
+        return None
+    config.pop("defaults", None)
+    return config
+
+
+def default_config(config: dict[str, Any]) -> dict[str, Any]:
+    """What ladarun composes with no overrides for the choices ``config`` made.
+
+    conf/config.yaml, then conf/<group>/<name>.yaml for the run's dataset, model, acquisition
+    and augment names, then its protocol file (a global package: ``protocol`` and ``aux``).
+    Unresolved, as Hydra writes .hydra/config.yaml; empty when conf/ is not beside the package
+    (then no setting counts as the default one).
+    """
+    root = _conf_file("config.yaml")
+    if root is None:
+        return {}
+    out = {k: v for k, v in root.items() if k != "hydra"}
+    for group in _GROUPS:
+        name = (config.get(group) or {}).get("name")
+        out[group] = dict(_conf_file(f"{group}/{name}.yaml") or {"name": name})
+    out.update(_conf_file(f"protocol/{(config.get('protocol') or {}).get('name')}.yaml") or {})
+    return out
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {"a.b.c": value}."""
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
 
 
 def find_run_dirs(root: Path) -> list[Path]:
