@@ -2,9 +2,10 @@
 
 AdaMixup (Guo, Mao and Zhang, AAAI 2019) learns where to mix: a policy region generator pi
 proposes lambda in [a, a + delta] and an intrusion discriminator phi on the classifier's
-embedding tells mixed images from originals. Classifier, pi and phi jointly minimise
-L_cls + L_intr (Eq. 3): minimising L_intr through lambda pushes pi away from mixes that land
-on the data manifold ("manifold intrusion").
+embedding tells mixed images from originals. Classifier, pi and phi minimise L_cls and L_intr
+(Eq. 3): minimising L_intr through lambda pushes pi away from mixes that land on the data
+manifold ("manifold intrusion"). As in the LADA port, every epoch takes an Adam step on L_cls,
+then one on L_intr, with one optimizer over the classifier, pi and phi.
 
 This is the LADA port used for Table 1's "Ent w. AdaMixup", with its two bugs fixed:
 pi and phi are created once and really trained (the official optimizer held stale copies),
@@ -96,55 +97,88 @@ def gate_input(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     return (masks[0] * x1 + masks[1] * x2) / 2
 
 
+
+def classification_loss(
+    model: StagedClassifier, x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor,
+    lam: torch.Tensor, num_classes: int,
+) -> torch.Tensor:
+    """L_cls summed over its rows (divide by 2 * len(x1) for the mean): soft cross-entropy over the
+    mixes lam x1 + (1 - lam) x2 (input space, target lam e_y1 + (1 - lam) e_y2) and the x1
+    originals (hard targets), per sample. One forward pass of [x1, mixes], as in the LADA port.
+    Reaches pi through ``lam`` twice: in the mixes and in their targets."""
+    logits = model(torch.cat([x1, mix(x1, x2, lam)]))
+    e1, e2 = F.one_hot(y1, num_classes).to(logits.dtype), F.one_hot(y2, num_classes).to(logits.dtype)
+    lam_col = lam[:, None].to(logits.dtype)
+    targets = torch.cat([e1, lam_col * e1 + (1 - lam_col) * e2])
+    return soft_cross_entropy(logits.float(), targets.float())
+
+
+def intrusion_loss(
+    model: StagedClassifier, discriminator: IntrusionDiscriminator, x1: torch.Tensor, x2: torch.Tensor,
+    unseen: torch.Tensor, lam: torch.Tensor,
+) -> torch.Tensor:
+    """L_intr: phi's 2-way cross-entropy on the classifier's embeddings, originals (the unseen
+    ones and x1) labelled 1, the mixes labelled 0, averaged. One forward pass of [unseen, x1,
+    mixes], as in the LADA port. Reaches pi through ``lam`` in the mixes."""
+    embedding = model.embed(torch.cat([unseen, x1, mix(x1, x2, lam)]))
+    is_original = torch.ones(embedding.shape[0], dtype=torch.long, device=x1.device)
+    is_original[-x1.shape[0]:] = 0
+    return F.cross_entropy(discriminator(embedding).float(), is_original)
+
+
 def adamixup_losses(
     model: StagedClassifier,
-    policy: PolicyRegionGenerator,
     discriminator: IntrusionDiscriminator,
     x1: torch.Tensor,
     y1: torch.Tensor,
     x2: torch.Tensor,
     y2: torch.Tensor,
     unseen: torch.Tensor,
+    lam: torch.Tensor,
     num_classes: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """AdaMixup's two losses on one batch: (L_cls summed over its rows, L_intr mean, lambda).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AdaMixup's two losses on one batch: (L_cls summed over its rows, L_intr mean)."""
+    return (
+        classification_loss(model, x1, y1, x2, y2, lam, num_classes),
+        intrusion_loss(model, discriminator, x1, x2, unseen, lam),
+    )
 
-    - lambda = a + delta * u per pair, from pi on the noisy blend of x1 and x2;
-    - L_cls: soft cross-entropy over the mixes (target lambda e_y1 + (1 - lambda) e_y2) and
-      the x1 originals (hard targets), per sample, summed (divide by its row count for the mean);
-    - L_intr: 2-way cross-entropy of phi on the embeddings, originals (x1 and the unseen
-      ones) labelled 1, mixes labelled 0, averaged.
-    One forward pass of the classifier covers mixes, x1 and the unseen originals.
-    """
-    n = x1.shape[0]
-    lam = mixing_lambda(policy(gate_input(x1, x2)), torch.rand(n, device=x1.device))
-    x_mix = mix(x1, x2, lam)  # input space
-    h_last = model.features(torch.cat([x_mix, x1, unseen]), model.num_stages)
-    logits, embedding = model.head(h_last[: 2 * n]), model.pooled(h_last)
-    e1, e2 = F.one_hot(y1, num_classes).to(logits.dtype), F.one_hot(y2, num_classes).to(logits.dtype)
-    targets = torch.cat([lam[:, None] * e1 + (1 - lam[:, None]) * e2, e1])
-    cls_sum = soft_cross_entropy(logits.float(), targets.float())
-    is_original = torch.ones(embedding.shape[0], dtype=torch.long, device=x1.device)
-    is_original[:n] = 0
-    intrusion = F.cross_entropy(discriminator(embedding).float(), is_original)
-    return cls_sum, intrusion, lam
+
+# Marks the param group that holds pi and phi in the classifier's optimizer.
+_GROUP_KEY = "adamixup"
 
 
 class AdaMixup(Augment):
     """Ent w. AdaMixup (``augment=adamixup``): selection by the acquisition alone; in every
-    training epoch, one joint step of L_cls + L_intr on the points acquired this iteration.
+    training epoch, after the labeled pass, two steps on the points acquired this iteration:
+    an Adam step on L_cls, then (gradients zeroed) an Adam step on L_intr (METHODS.md §8).
+
+    One optimizer covers the classifier, pi and phi, as in the LADA port: the first
+    ``extra_step`` adds pi's and phi's parameters to the classifier's Adam (the optimizer the
+    loop passes in) as one extra param group with learning rate ``lr`` (default 1e-3, the
+    classifier's). In the labeled passes they get no gradient, so Adam leaves them alone.
+    Both steps' gradients are taken on the same forward (the same mixes, before either step),
+    as the port's ``loss1.backward(retain_graph=True); step; zero_grad; loss2.backward(); step``
+    did (its second backward ran on the pre-step graph, which PyTorch now refuses): L_intr's
+    gradient is computed first and applied after the L_cls step.
+    Which parameters each step moves: L_cls -> classifier (trunk and head) and pi (through
+    lambda, in the mixes and in the soft targets); L_intr -> the classifier's trunk, phi and
+    pi (through lambda in the mixes: minimising L_intr pushes pi away from intrusions).
 
     The batch is those points in a fresh random order: x1 = the first half, x2 = the first
     half of another random permutation of all of them (a point may pair with itself), the
     second half are the "unseen" originals. pi and phi persist across iterations with their
-    own Adam (``lr``, default 1e-3 as the classifier's); they are in the checkpoint.
+    Adam state; a new classifier optimizer (``protocol.reinit``) inherits it. The checkpoint
+    keeps pi's and phi's Adam state here, not in the classifier optimizer's state_dict (a hook
+    leaves their group out), so a resumed run rebuilds the same single optimizer.
 
-    CSV columns, means over the iteration's epochs: ``lambda_mean``; ``policy_loss``, the
-    joint objective L_cls + L_intr that pi minimises; ``intrusion_loss``, the discriminator's
-    2-way cross-entropy.
+    CSV columns, over the iteration's epochs: ``lambda_mean`` and ``lambda_std`` of the
+    lambdas drawn; ``region_a`` and ``region_delta``, the mean policy region [a, a + delta]
+    (its start is 1/3, 1/3; a' = 1 - a - delta); ``class_loss`` (L_cls, mean per row) and
+    ``intrusion_loss`` (L_intr), before their steps.
     """
 
-    metric_names = ("lambda_mean", "policy_loss", "intrusion_loss")
+    metric_names = ("lambda_mean", "lambda_std", "region_a", "region_delta", "class_loss", "intrusion_loss")
 
     def __init__(self, lr: float = 1e-3):
         if not lr > 0:
@@ -152,16 +186,37 @@ class AdaMixup(Augment):
         self.lr = float(lr)
         self.policy: Optional[PolicyRegionGenerator] = None
         self.discriminator: Optional[IntrusionDiscriminator] = None
-        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None  # the classifier's, once pi and phi joined it
+        self._adam_state: list[dict[str, Any]] = []  # pi's and phi's Adam state, until they join an optimizer
         self._acquired: Optional[torch.Tensor] = None
-        self._sums: Optional[torch.Tensor] = None  # on the device: (steps, lambda, policy, intrusion)
+        # On the device: steps, rows, sum lambda, sum lambda^2, sum a, sum delta, L_cls, L_intr.
+        self._sums: Optional[torch.Tensor] = None
 
     def _build(self, in_channels: int, image_size: int, embed_dim: int, num_classes: int, device) -> None:
         self.policy = PolicyRegionGenerator(in_channels, image_size).to(device)
         self.discriminator = IntrusionDiscriminator(embed_dim, num_classes).to(device)
-        self.optimizer = torch.optim.Adam(
-            list(self.policy.parameters()) + list(self.discriminator.parameters()), lr=self.lr
-        )
+        self.optimizer, self._adam_state = None, []
+
+    def _aux_params(self) -> list[nn.Parameter]:
+        return list(self.policy.parameters()) + list(self.discriminator.parameters())
+
+    def _join(self, optimizer: torch.optim.Optimizer) -> None:
+        """Add pi and phi to ``optimizer`` (once per optimizer), carrying their Adam state over."""
+        if optimizer is self.optimizer:
+            return
+        if not isinstance(optimizer, torch.optim.Adam):
+            raise ConfigError(f"AdaMixup shares the classifier's Adam optimizer, got {type(optimizer).__name__}")
+        params = self._aux_params()
+        if self.optimizer is not None:  # the loop made a new optimizer (protocol.reinit): pi and phi move over
+            self._adam_state = [dict(self.optimizer.state.get(p, {})) for p in params]
+        optimizer.add_param_group({"params": params, "lr": self.lr, _GROUP_KEY: True})
+        for p, state in zip(params, self._adam_state):
+            if state:  # as Optimizer.load_state_dict casts: "step" as saved, the moments to the parameter
+                optimizer.state[p] = {
+                    k: v if k == "step" else v.to(device=p.device, dtype=p.dtype) for k, v in state.items()
+                }
+        optimizer.register_state_dict_post_hook(_without_aux_group)
+        self.optimizer, self._adam_state = optimizer, []
 
     def _check_shapes(self, data, model: StagedClassifier) -> None:
         want = (data.in_channels, data.image_size, model.embed_dim, data.num_classes)
@@ -184,11 +239,22 @@ class AdaMixup(Augment):
             self._build(data.in_channels, data.image_size, model.embed_dim, data.num_classes, data.x_train.device)
         self._check_shapes(data, model)
         self._acquired, self._data = acquired, data
-        self._sums = torch.zeros(4, device=data.x_train.device)
+        self._sums = torch.zeros(8, device=data.x_train.device)
+
+    def _check_region(self, region: torch.Tensor) -> None:
+        """A ConfigError (the CLI prints it as one line) once pi's output is NaN or infinite; the
+        loop has already written the finished iterations' rows and checkpoint."""
+        if not bool(torch.isfinite(region).all()):  # one device sync per epoch
+            raise ConfigError(
+                f"AdaMixup's policy region (a, delta, a') became non-finite during training, so the policy network "
+                f"diverged; the finished iterations are kept in metrics.csv; rerun with a smaller augment.lr "
+                f"(now {self.lr:g}, e.g. augment.lr={self.lr / 10:g}) in a fresh run directory (hydra.run.dir=...)"
+            )
 
     def extra_step(self, model, optimizer):
         if self._acquired is None:
             return None
+        self._join(optimizer)
         data, points = self._data, self._acquired
         device, n = points.device, points.numel()
         order = points[torch.randperm(n, device=device)]
@@ -201,24 +267,54 @@ class AdaMixup(Augment):
         x1, x2, xu = x[:half], x[half : 2 * half], x[2 * half :]
         model.train()
         self.policy.train()
-        cls_sum, intrusion, lam = adamixup_losses(
-            model, self.policy, self.discriminator, x1, data.y_train[first], x2, data.y_train[second], xu, data.num_classes
-        )
+        self.discriminator.train()
+        region = self.policy(gate_input(x1, x2))
+        self._check_region(region)
+        lam = mixing_lambda(region, torch.rand(half, device=device))
+        # Both losses on this forward, before either step (the port's second backward ran on its
+        # pre-step graph). The graph is cut at lambda, so each loss's backward crosses the
+        # classifier once, without retain_graph (which torch.compile'd stages refuse); pi's share
+        # of each gradient is then pulled from d loss / d lambda through pi's own graph.
+        lam_cls, lam_intr = lam.detach().requires_grad_(), lam.detach().requires_grad_()
+        y1, y2 = data.y_train[first], data.y_train[second]
+        cls_sum = classification_loss(model, x1, y1, x2, y2, lam_cls, data.num_classes)
+        intrusion = intrusion_loss(model, self.discriminator, x1, x2, xu, lam_intr)
         cls_mean = cls_sum / (2 * half)
+        pi = list(self.policy.parameters())
+        pi_ids = {id(p) for p in pi}
+        rest = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad and id(p) not in pi_ids]
+        # d L_intr: None where it does not reach (the classifier's fc), so step 2 leaves those alone.
+        *intr_grads, intr_lam = torch.autograd.grad(intrusion, rest + [lam_intr], allow_unused=True)
+        intr_pi = torch.autograd.grad(lam, pi, intr_lam, retain_graph=True)
         optimizer.zero_grad(set_to_none=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        (cls_mean + intrusion).backward()  # the joint objective, minimised over classifier, pi and phi
-        optimizer.step()
-        self.optimizer.step()
-        self._sums += torch.stack([torch.ones((), device=device), lam.detach().mean(), (cls_mean + intrusion).detach(), intrusion.detach()])
+        cls_mean.backward()
+        _set_grads(pi, torch.autograd.grad(lam, pi, lam_cls.grad))
+        optimizer.step()  # 1. the step on L_cls: classifier and pi
+        optimizer.zero_grad(set_to_none=True)
+        _set_grads(rest + pi, [*intr_grads, *intr_pi])
+        optimizer.step()  # 2. the step on L_intr: classifier trunk, phi and pi
+        optimizer.zero_grad(set_to_none=True)
+        lam = lam.detach()
+        self._sums += torch.stack([
+            torch.ones((), device=device), torch.full((), float(half), device=device), lam.sum(), (lam * lam).sum(),
+            region[:, 0].detach().mean(), region[:, 1].detach().mean(), cls_mean.detach(), intrusion.detach(),
+        ])
         return cls_sum.detach(), 2 * half
 
     def metrics(self) -> dict[str, float]:
-        """Means over this iteration's training epochs (read once, after training)."""
+        """Over this iteration's training epochs (read once, after training)."""
         if self._sums is None or float(self._sums[0]) == 0:
             return {}
-        steps, lam, policy, intrusion = (self._sums / self._sums[0]).tolist()
-        return {"lambda_mean": lam, "policy_loss": policy, "intrusion_loss": intrusion}
+        steps, rows, lam, lam2, a, delta, cls, intrusion = self._sums.tolist()
+        mean = lam / rows
+        return {
+            "lambda_mean": mean,
+            "lambda_std": max(lam2 / rows - mean * mean, 0.0) ** 0.5,
+            "region_a": a / steps,
+            "region_delta": delta / steps,
+            "class_loss": cls / steps,
+            "intrusion_loss": intrusion / steps,
+        }
 
     def aux_parameters(self) -> int:
         """The intrusion discriminator's head (Table 1's "5K"); the policy CNN is not counted (§12)."""
@@ -227,19 +323,43 @@ class AdaMixup(Augment):
     def state_dict(self) -> dict[str, Any]:
         if self.policy is None:
             return {}
+        if self.optimizer is not None:
+            adam = [dict(self.optimizer.state.get(p, {})) for p in self._aux_params()]
+        else:
+            adam = self._adam_state
         return {
             "shapes": (self.policy.in_channels, self.policy.image_size, self.discriminator.embed_dim, self.discriminator.num_classes),
             "policy": self.policy.state_dict(),
             "discriminator": self.discriminator.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "adam_state": adam,  # pi's and phi's entries of the shared optimizer, in _aux_params order
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not state:
             return
+        if "adam_state" not in state:
+            raise ConfigError(
+                "this checkpoint was written by an older AdaMixup (a separate optimizer for pi and phi) and cannot "
+                "be resumed by this version; start the run in a fresh run directory (hydra.run.dir=...)"
+            )
         in_channels, image_size, embed_dim, num_classes = state["shapes"]
         device = next(iter(state["policy"].values())).device
         self._build(in_channels, image_size, embed_dim, num_classes, device)
         self.policy.load_state_dict(state["policy"])
         self.discriminator.load_state_dict(state["discriminator"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._adam_state = [dict(s) for s in state["adam_state"]]  # pi and phi join the optimizer at the next step
+
+
+def _set_grads(params: list[nn.Parameter], grads) -> None:
+    for p, g in zip(params, grads):
+        p.grad = g
+
+
+def _without_aux_group(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """Optimizer state_dict hook: drop pi's and phi's group and state (AdaMixup's checkpoint holds
+    them), so the saved state loads into a fresh classifier optimizer."""
+    dropped = {i for group in state["param_groups"] if group.get(_GROUP_KEY) for i in group["params"]}
+    return {
+        "state": {k: v for k, v in state["state"].items() if k not in dropped},
+        "param_groups": [g for g in state["param_groups"] if not g.get(_GROUP_KEY)],
+    }
