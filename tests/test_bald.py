@@ -80,7 +80,7 @@ def test_bald_trunk_once_equals_t_full_passes_with_only_dropout_stochastic(monke
 
 def test_bald_without_dropout_is_a_configuration_error(compose_cfg, tmp_path):
     ctx = make_ctx(dropout=0.0)
-    with pytest.raises(ConfigError, match="model.dropout=0.5"):
+    with pytest.raises(ConfigError, match="drop the model.dropout=0 override"):
         BALD().select(ctx, torch.arange(10, 30), 3)
     with pytest.raises(ConfigError, match="needs MC dropout"):
         BALD(model_dropout=0.0)
@@ -92,14 +92,14 @@ def test_bald_without_dropout_is_a_configuration_error(compose_cfg, tmp_path):
 
 @pytest.mark.parametrize("protocol", ["paper", "quick", "smoke"])
 @pytest.mark.parametrize("model", [None, "cnn", "resnet18"])
-def test_bald_option_gives_the_classifier_dropout_whatever_the_protocol_and_model(compose_cfg, protocol, model):
+def test_bald_uses_the_dropout_every_row_of_the_protocol_has(compose_cfg, protocol, model):
     overrides = [f"protocol={protocol}"] + ([f"model={model}"] if model else [])
     cfg = compose_cfg(overrides + ["acquisition=bald"])
     assert cfg.acquisition.name == "bald" and cfg.model.dropout == 0.5
     assert build(cfg.acquisition).samples == 20
     net = build(cfg.model, _partial_=True)(in_channels=1, num_classes=10)
     assert isinstance(net.dropout, torch.nn.Dropout) and net.dropout.p == 0.5
-    assert compose_cfg(overrides + ["acquisition=ent"]).model.dropout == 0.0  # other rows unaffected
+    assert compose_cfg(overrides + ["acquisition=ent"]).model == cfg.model  # the same classifier as every row
     assert compose_cfg(overrides + ["acquisition=bald", "model.dropout=0.3"]).model.dropout == 0.3  # command line wins
 
 

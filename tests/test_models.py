@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from ladarun.errors import ConfigError
 from ladarun.models import cnn, resnet18
 
 
@@ -48,8 +49,28 @@ def test_forward_from_features_equals_forward_for_every_stage(build, shape):
 
 def test_stage_index_out_of_range_is_an_error():
     model = cnn(in_channels=1, num_classes=10)
-    with pytest.raises(ValueError, match="0..4"):
-        model.features(torch.zeros(1, 1, 8, 8), 5)
+    with pytest.raises(ValueError, match="0..5"):
+        model.features(torch.zeros(2, 1, 8, 8), 6)
+
+
+def test_cnn_stages_and_pool_grid_options():
+    """The CPU learner (5 stages, 2x2 pooling grid) and the pre-0.3 CNN (4 stages, global pool)."""
+    x = torch.randn(2, 1, 28, 28)
+    new = cnn(in_channels=1, num_classes=10).eval()
+    assert new.num_stages == 5 and tuple(new.features(x, 5).shape[1:]) == (128, 4, 4)
+    assert new.embed_dim == 512 and new.embed(x).shape == (2, 512)
+    assert tuple(new.features(x, 2).shape[1:]) == (16, 28, 28)  # LADA's mixing layers keep full-size maps
+    old = cnn(in_channels=1, num_classes=10, stages=4, pool_grid=1).eval()
+    assert old.num_stages == 4 and old.embed_dim == 64 and old.embed(x).shape == (2, 64)
+    assert n_params(old) == 26_394  # the CNN of results committed before the learner changed
+    # the grid's cells are the averages of the map's quadrants (the global pool would be their mean)
+    h = new.features(x, 5)
+    cells = new.embed(x).view(2, 128, 2, 2)
+    torch.testing.assert_close(cells[..., 0, 0], h[..., :2, :2].mean((-1, -2)))
+    with pytest.raises(ConfigError, match="model.stages"):
+        cnn(in_channels=1, num_classes=10, stages=2)
+    with pytest.raises(ValueError, match="pool_grid"):
+        cnn(in_channels=1, num_classes=10, pool_grid=0)
 
 
 def test_dropout_option_only_changes_training_mode_outputs():

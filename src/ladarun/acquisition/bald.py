@@ -26,7 +26,8 @@ _LN2 = math.log(2.0)
 
 NO_DROPOUT = (
     "acquisition=bald needs MC dropout, but the classifier has no head dropout (model.dropout=0); "
-    "acquisition=bald sets model.dropout=0.5 itself, so drop the model.dropout override or set model.dropout=0.5"
+    "every row of a protocol trains the classifier with the protocol's dropout (0.5 in paper, quick and smoke), "
+    "so drop the model.dropout=0 override"
 )
 
 

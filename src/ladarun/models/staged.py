@@ -12,14 +12,23 @@ from torch import nn
 
 
 class StagedClassifier(nn.Module):
-    """``stages`` run in order, then the head: global average pool -> dropout -> linear."""
+    """``stages`` run in order, then the head: average pool -> dropout -> linear.
 
-    def __init__(self, stages: Sequence[nn.Module], embed_dim: int, num_classes: int, dropout: float = 0.0):
+    ``pool_grid = 1`` is the global average pool (ResNet's). ``pool_grid = g`` averages over a
+    g x g grid of cells and concatenates them, so the embedding keeps where in the image a
+    feature fired; ``embed_dim`` is then the last stage's channels times g * g.
+    """
+
+    def __init__(
+        self, stages: Sequence[nn.Module], embed_dim: int, num_classes: int, dropout: float = 0.0, pool_grid: int = 1
+    ):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if int(pool_grid) != pool_grid or pool_grid < 1:
+            raise ValueError(f"pool_grid must be a positive integer, got {pool_grid!r}")
         self.stages = nn.ModuleList(stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(int(pool_grid))
         # Head dropout exists for MC-dropout acquisitions (BALD); 0 leaves the network deterministic.
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(embed_dim, num_classes)
