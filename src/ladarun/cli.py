@@ -63,8 +63,14 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
+# ``aux`` holds a protocol's budgets for auxiliary networks; an option that uses one copies the
+# value into its own node (acquisition.steps: ${aux.vaal_steps}), where the comparison sees it.
+# Comparing ``aux`` itself would make a change of VAAL's budget refuse every finished row.
+_INDIRECT_KEYS = ("aux",)
+
+
 def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in _OPERATIONAL_KEYS}
+    return {k: v for k, v in config.items() if k not in _OPERATIONAL_KEYS + _INDIRECT_KEYS}
 
 
 def fingerprint(config: dict) -> str:
@@ -99,7 +105,7 @@ def check_existing(out_dir: Path, config: dict) -> Optional[float]:
     if hydra_config.exists() and previous:
         # Hydra has just overwritten the earlier run's config with the new one: put it back.
         hydra_config.write_text(OmegaConf.to_yaml(OmegaConf.create(previous)))
-    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k) and k not in _OPERATIONAL_KEYS)
+    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k) and k not in _OPERATIONAL_KEYS + _INDIRECT_KEYS)
     state = "finished" if (out_dir / "summary.json").exists() else "resumable (unfinished)"
     raise ConfigError(
         f"{out_dir} already holds a {state} run with a different configuration (differs in: {', '.join(changed)}); "

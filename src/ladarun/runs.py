@@ -26,7 +26,7 @@ from .table1 import Row, row_for
 MARKERS = ("metrics.csv", "summary.json", "failed.json", "run_config.json")
 # Config keys that do not change what a run measures (cli._OPERATIONAL_KEYS, plus the seed and
 # the resolved device, which summary.json records), left out when comparing two runs' settings.
-NOT_SETTING = {"seed", "data_dir", "progress", "checkpoint", "keep_checkpoint", "method", "experiment", "device", "hydra"}
+NOT_SETTING = {"seed", "data_dir", "progress", "checkpoint", "keep_checkpoint", "method", "experiment", "device", "hydra", "aux"}
 # The config groups of conf/ (the package's defaults, as ladarun composes them; cli.CONF_DIR).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 _GROUPS = ("dataset", "model", "acquisition", "augment")
