@@ -29,7 +29,7 @@ bench: $(STAMP)  ## whole-run wall time/memory (benchmarks/results.md), then the
 table1: $(STAMP)  ## Table 1 (with the paper's values) from every run under $(RUNS): $(RUNS)/table1.{md,csv,tex}
 	$(VENV)/bin/ladarun-table --paper $(RUNS)
 
-figures: $(STAMP)  ## Figure 3 and 6a from every run under $(RUNS): $(RUNS)/figures/*/*.png
+figures: $(STAMP)  ## Figure 3 and 6a from every run under $(RUNS): $(RUNS)/figures/*/*.{png,pdf}
 	$(VENV)/bin/ladarun-figures $(RUNS)
 
 clean-outputs:
