@@ -268,3 +268,23 @@ def test_corrupted_metrics_file(tmp_path):
     (run / "metrics.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe garbage")
     (problem,) = [r.problem for r in aggregate(tmp_path).not_finished]
     assert "metrics.csv" in problem and "delete" in problem
+
+
+def test_adamixup_region_is_reported_under_notes(tmp_path):
+    """Ent w. AdaMixup's region columns say whether its policy collapsed to U(0, 1)."""
+    collapsed, working = tmp_path / "collapsed", tmp_path / "working"
+    for seed in (0, 1):
+        write_run(collapsed, acquisition="ent", augment="adamixup", seed=seed,
+                  extra={"region_a": ["", 0.3, 1e-9], "region_delta": ["", 0.4, 1.0]})
+        write_run(working, acquisition="ent", augment="adamixup", seed=seed,
+                  extra={"region_a": ["", 0.3, 0.35], "region_delta": ["", 0.4, 0.3]})
+    note = [n for n in aggregate(collapsed).notes if "mixing region" in n]
+    assert len(note) == 1 and "in 50% of iterations" in note[0] and "Δ = 1" in note[0]
+    assert "collapsed" not in note[0]  # half of the iterations is not a collapse
+    write_run(collapsed, acquisition="ent", augment="adamixup", seed=2,
+              extra={"region_a": ["", 1e-9, 1e-9], "region_delta": ["", 1.0, 1.0]})
+    assert any("67% of iterations" in n and "the policy collapsed" in n for n in aggregate(collapsed).notes)
+    note = [n for n in aggregate(working).notes if "mixing region" in n]
+    assert len(note) == 1 and "in 0% of iterations" in note[0] and "collapsed" not in note[0]
+    write_run(tmp_path / "plain", acquisition="ent")
+    assert not [n for n in aggregate(tmp_path / "plain").notes if "mixing region" in n]

@@ -267,6 +267,8 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
                     "is_variant": is_variant,
                     "devices": sorted({r.device for r in done if r.device}),
                 }
+                if row.augment == "adamixup" and done:
+                    notes += _adamixup_region(done, label, dataset, sections[sid])
                 for metric, vals in values.items():
                     cell_row[f"{metric}_values"] = [float(v) for v in vals]
                     cell_row[f"{metric}_mean"], cell_row[f"{metric}_std"] = _mean_std(vals)
@@ -335,6 +337,24 @@ def _mismatches(df: pd.DataFrame, sections: dict[str, str]) -> list[str]:
                 "(the Welch test allows for unequal n; rerun the missing seeds for a like-for-like comparison)"
             )
     return out
+
+
+def _adamixup_region(done: Sequence[Run], label: str, dataset: str, section: str) -> list[str]:
+    """What AdaMixup's learned mixing region did (its region_a/region_delta columns): a region
+    that has grown to the whole of [0, 1] means its λ are U(0, 1), i.e. the policy collapsed."""
+    frames = [r.metrics for r in done if r.metrics is not None and {"region_a", "region_delta"} <= set(r.metrics)]
+    if not frames:
+        return []
+    m = pd.concat([f[f["iteration"] >= 1] for f in frames])
+    whole = float((m["region_delta"] > 0.99).mean())
+    last = pd.concat([f[f["iteration"] == f["iteration"].max()] for f in frames])
+    return [
+        f"{label} on {dataset} ({section}): its learned mixing region [a, a + Δ] spans more than 0.99 of [0, 1] in "
+        f"{100 * whole:.0f}% of iterations (last iteration: a = {last['region_a'].mean():.3g}, "
+        f"Δ = {last['region_delta'].mean():.3g}, mean over {len(frames)} runs)"
+        + ("; its λ are then ~U(0, 1): the policy collapsed, as the faithful method does here (README, AdaMixup)."
+           if whole > 0.5 else ".")
+    ]
 
 
 def _notes(df: pd.DataFrame, sections: dict[str, str]) -> list[str]:
