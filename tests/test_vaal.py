@@ -1,4 +1,5 @@
 """VAAL: VAE + discriminator, warm-started; LADA_VaalMix's latent pair scorer (METHODS.md §6, §9.5)."""
+import copy
 import io
 import math
 
@@ -9,6 +10,7 @@ from acquisition_toys import LookAhead, check_smoke_run, make_ctx, read_csv
 from acquisition_toys import one_thread  # noqa: F401  (the fixture pytestmark uses)
 from ladarun.acquisition import VAAL
 from ladarun.acquisition.base import AcquisitionContext
+from ladarun.acquisition.passes import eval_mode
 from ladarun.acquisition.vaal import VAE, Discriminator, count_parameters
 from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
@@ -76,6 +78,91 @@ def test_vaal_scores_what_it_was_trained_to_see_as_unlabeled_above_the_labeled()
     assert not any(p.requires_grad for p in acq.disc.parameters())  # frozen between prepares
 
 
+def test_vaal_scores_on_batch_statistics_and_leaves_the_running_ones_untouched():
+    """As the original sampler (VAE still in training mode), mu is computed with BatchNorm on
+    each scoring batch's statistics, the mode D was trained in; scoring changes no state."""
+    ctx = _bright_labeled_ctx()
+    acq = VAAL(**TINY_VAAL)
+    acq.prepare(ctx)
+    before = copy.deepcopy(acq.vae.state_dict())  # running means/variances and num_batches_tracked
+    idx = torch.randperm(120, generator=torch.Generator().manual_seed(4))
+    mu = acq.latent_means(ctx, idx)
+    again = acq.latent_means(ctx, idx)
+    assert torch.equal(mu, again)  # deterministic: a second pass sees the same state
+    after = acq.vae.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "scoring moved a BatchNorm buffer"
+    norms = [m for m in acq.vae.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not acq.vae.training and all(not m.training and m.track_running_stats for m in norms)  # modes restored
+    # Batch statistics, batch by batch: 120 candidates in ceil(120 / 8) = 15 batches of 8, in order.
+    reference = copy.deepcopy(acq.vae).train()
+    with torch.no_grad():
+        expected = torch.cat([reference.encode(VAAL.vae_input(ctx.data.x_train[c]))[0] for c in idx.tensor_split(15)])
+        with eval_mode(acq.vae):
+            running = acq.vae.encode(VAAL.vae_input(ctx.data.x_train[idx]))[0]
+    torch.testing.assert_close(mu, expected)
+    assert not torch.allclose(mu, running, atol=1e-3)  # not the running (eval-mode) statistics
+    # The score of one batch of images (score_inputs, used by look-ahead augmentations): the same
+    # batch statistics, and no state change either.
+    batch = ctx.data.x_train[idx[:8]]
+    torch.testing.assert_close(acq.score_inputs(ctx, batch), acq.score_latent(mu[:8]))
+    assert all(torch.equal(before[k], v) for k, v in acq.vae.state_dict().items())
+
+
+def _two_novel_classes_ctx(seed: int):
+    """Four classes, each a bright quadrant; classes 0 and 1 are labeled (20 of 30 each), classes
+    2 and 3 exist only in the pool, 10 images each. The pool: 10 + 10 of the labeled classes and
+    10 + 10 of the novel ones."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.cat([torch.full((30,), 0), torch.full((30,), 1), torch.full((10,), 2), torch.full((10,), 3)])
+    x = 0.3 * torch.randn(y.numel(), 1, 8, 8, generator=g)
+    for c in range(4):
+        r, q = divmod(c, 2)
+        x[y == c, :, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] += 2.0
+    data = ActiveDataset("toy", x, y, x[:4], y[:4], 4)
+    torch.manual_seed(seed)
+    labeled = torch.cat([torch.arange(0, 20), torch.arange(30, 50)])
+    return AcquisitionContext(cnn(1, 4), data, labeled, torch.Generator().manual_seed(seed), score_batch_size=50)
+
+
+class _EvalModeVAAL(VAAL):
+    """The earlier scoring: mu with the VAE in eval mode (running BatchNorm statistics)."""
+
+    @torch.no_grad()
+    def latent_means(self, ctx, indices):
+        with eval_mode(self.vae):
+            return self.vae.encode(self.vae_input(ctx.data.x_train[indices]))[0].float()
+
+
+def _novel_query(acquisition_class, seed=0):
+    ctx = _two_novel_classes_ctx(seed)
+    torch.manual_seed(seed)
+    acq = acquisition_class(steps=100, batch_size=16, width=0.0625)
+    picked = acq.select(ctx, ctx.pool, 12)
+    return acq, torch.bincount(ctx.data.y_train[picked], minlength=4)
+
+
+def _looks_for_the_novel_classes(counts: torch.Tensor) -> bool:
+    """At least 9 of the 12 picks from the two classes the labeled set lacks, and both of them
+    (neither alone can fill the query). Random picks make 6 of 12 novel on average."""
+    return bool(counts[2:].sum() >= 9 and (counts[2:] > 0).all())
+
+
+def test_vaal_queries_the_classes_missing_from_the_labeled_set_and_more_than_one_of_them():
+    """D learns "labeled" = classes 0 and 1, so its query should come from classes 2 and 3.
+
+    The test can fail: with the earlier eval-mode BatchNorm at scoring (mu off the distribution
+    D was trained on), the same toy gets a query near the random 50/50 mix of labeled and novel
+    classes (measured: at most 7 of 12 novel over seeds 0-5, against 9-12 with batch statistics).
+    """
+    acq, counts = _novel_query(VAAL)
+    assert _looks_for_the_novel_classes(counts), f"query per class {counts.tolist()}"
+    metrics = acq.extra_metrics()
+    assert metrics["vaal_pick_classes"] == int((counts > 0).sum()) >= 2
+    assert metrics["vaal_pick_max_share"] == pytest.approx(float(counts.max()) / 12)
+    _, old_counts = _novel_query(_EvalModeVAAL)
+    assert not _looks_for_the_novel_classes(old_counts), f"eval-mode query per class {old_counts.tolist()}"
+
+
 def test_vaal_pair_scorer_mixes_latent_means_and_passes_gradients_to_lambda():
     ctx = _bright_labeled_ctx()
     acq = VAAL(**TINY_VAAL)
@@ -85,8 +172,13 @@ def test_vaal_pair_scorer_mixes_latent_means_and_passes_gradients_to_lambda():
     first, second = torch.arange(30, 40), torch.arange(0, 10)
     scorer = acq.pair_scorer(ctx, first, second, 1, None, None)
     with torch.no_grad():
-        alpha_1 = acq.score_inputs(ctx, ctx.data.x_train[first])
-        alpha_2 = acq.score_inputs(ctx, ctx.data.x_train[second])
+        # The single-point scores of the candidates as VAAL's own selection computes them: mu on
+        # the statistics of training-size batches of each half (here 10 -> two batches of 5).
+        # (This compared against score_inputs on all 10 images at once while mu used eval-mode
+        # BatchNorm, where the batch did not matter; with batch statistics it does.)
+        alpha_1 = acq.score_latent(acq.latent_means(ctx, first))
+        alpha_2 = acq.score_latent(acq.latent_means(ctx, second))
+        torch.testing.assert_close(acq.score_inputs(ctx, ctx.data.x_train[first[:5]]), alpha_1[:5])
     torch.testing.assert_close(scorer.base(), alpha_1 + alpha_2)  # Eq. 15's first two terms
     rows = torch.tensor([1, 4, 7])
     ends = scorer.mixed(torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]), rows)  # (S=2, B=3)
@@ -94,7 +186,8 @@ def test_vaal_pair_scorer_mixes_latent_means_and_passes_gradients_to_lambda():
     torch.testing.assert_close(ends[1], alpha_2[rows])
     lam = torch.tensor([[0.3, 0.5, 0.8]], requires_grad=True)
     mixed = scorer.mixed(lam, rows)
-    mu = acq.latent_means(ctx, first[rows]) * lam.detach().T + acq.latent_means(ctx, second[rows]) * (1 - lam.detach().T)
+    mu = scorer.mu_first[rows] * lam.detach().T + scorer.mu_second[rows] * (1 - lam.detach().T)
+    torch.testing.assert_close(scorer.mu_first, acq.latent_means(ctx, first))
     torch.testing.assert_close(mixed[0], acq.score_latent(mu))
     mixed.sum().backward()
     assert torch.isfinite(lam.grad).all() and lam.grad.abs().sum() > 0
@@ -142,7 +235,8 @@ def test_a_query_larger_than_the_candidates_is_a_clear_error():
 
 def test_smoke_run_writes_its_csv(compose_cfg, tmp_path):
     overrides = [f"acquisition.{k}={v}" for k, v in TINY_VAAL.items()]
-    check_smoke_run(compose_cfg, tmp_path, "vaal", ["vaal_vae_loss", "vaal_disc_loss", "vaal_score"], overrides)
+    columns = ["vaal_vae_loss", "vaal_disc_loss", "vaal_score", "vaal_score_candidates", "vaal_pick_classes", "vaal_pick_max_share"]
+    check_smoke_run(compose_cfg, tmp_path, "vaal", columns, overrides)
 
 
 def test_interrupted_vaal_run_resumes_exactly(tmp_path, monkeypatch):
