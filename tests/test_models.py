@@ -67,6 +67,10 @@ def test_cnn_stages_and_pool_grid_options():
     h = new.features(x, 5)
     cells = new.embed(x).view(2, 128, 2, 2)
     torch.testing.assert_close(cells[..., 0, 0], h[..., :2, :2].mean((-1, -2)))
+    # never below 2x2: on 8x8 digits the fifth stage keeps stride 1, and a batch of one trains
+    small = cnn(in_channels=1, num_classes=10, image_size=8).train()
+    assert tuple(small.features(torch.randn(1, 1, 8, 8), 5).shape[1:]) == (128, 2, 2)
+    small(torch.randn(1, 1, 8, 8)).sum().backward()
     with pytest.raises(ConfigError, match="model.stages"):
         cnn(in_channels=1, num_classes=10, stages=2)
     with pytest.raises(ValueError, match="pool_grid"):

@@ -122,7 +122,7 @@ class Bench:
         which has no parameters, so the shared state still loads into it)."""
         factory = self.model_factory if model_cfg is None else build(model_cfg, _partial_=True)
         model = self.speed.prepare_model(
-            factory(in_channels=self.data.in_channels, num_classes=self.data.num_classes).to(self.device)
+            factory(in_channels=self.data.in_channels, num_classes=self.data.num_classes, image_size=self.data.image_size).to(self.device)
         )
         return model, torch.optim.Adam(model.parameters(), lr=self.protocol.lr)
 

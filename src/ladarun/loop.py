@@ -31,7 +31,7 @@ from .training import evaluate, train_epoch
 
 log = logging.getLogger(__name__)
 
-ModelFactory = Callable[..., StagedClassifier]  # (in_channels=, num_classes=) -> model
+ModelFactory = Callable[..., StagedClassifier]  # (in_channels=, num_classes=, image_size=) -> model
 
 
 CHECKPOINT = "checkpoint.pt"
@@ -262,7 +262,8 @@ def run_active_learning(
     labeled_at[labeled] = 0
 
     def new_model() -> tuple[StagedClassifier, torch.optim.Optimizer]:
-        model = speed.prepare_model(model_factory(in_channels=data.in_channels, num_classes=data.num_classes).to(device))
+        model = speed.prepare_model(model_factory(in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size).to(device)
+        )
         return model, torch.optim.Adam(model.parameters(), lr=protocol.lr)
 
     model, optimizer = new_model()
