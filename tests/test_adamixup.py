@@ -232,7 +232,9 @@ def test_region_moves_and_lambda_is_not_uniform_in_a_short_run():
 
     data = toy_data()
     torch.manual_seed(0)
-    model = trained_model(data, epochs=3).train()
+    # The 4-stage CNN: on this 8x8 toy its gradients move pi's region within 20 steps at every
+    # seed tried; the 5-stage one's reach it more weakly (the region moved at 1 seed of 4).
+    model = trained_model(data, epochs=3, stages=4, pool_grid=1).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     aug = AdaMixup()
     aug.begin_iteration(context(model, data), torch.arange(6, 26))

@@ -24,9 +24,9 @@ from test_loop import tiny_protocol, toy_data
 CPU = torch.device("cpu")
 
 
-def trained_model(data: ActiveDataset, epochs: int = 15, seed: int = 0):
+def trained_model(data: ActiveDataset, epochs: int = 15, seed: int = 0, **model_options):
     torch.manual_seed(seed)
-    model = cnn(data.in_channels, data.num_classes, width=8)
+    model = cnn(data.in_channels, data.num_classes, width=8, image_size=data.image_size, **model_options)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     idx = torch.arange(0, data.y_train.numel(), 4)  # a quarter of the data: confident but not perfect
     for _ in range(epochs):
