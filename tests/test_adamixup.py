@@ -5,7 +5,6 @@ import torch.nn.functional as F
 
 from ladarun.acquisition import MaxEntropy
 import ladarun.augment.adamixup as adamixup_module
-import ladarun.loop as loop_module
 from ladarun.augment import AdaMixup
 from ladarun.augment.adamixup import (
     IntrusionDiscriminator,
@@ -23,6 +22,7 @@ from ladarun.training import train_epoch
 
 from test_infomixup import context, trained_model
 from test_loop import read_csv, tiny_protocol, toy_data
+from test_resume import Crash, crash_at_evaluation
 
 STEPS = 20  # AdaMixup steps in the short run (the region has left its start well before)
 
@@ -295,17 +295,9 @@ def test_interrupted_run_resumes_exactly_with_the_shared_optimizer(tmp_path, mon
         )
 
     go(tmp_path / "straight")
-    real, calls = loop_module.evaluate, {"n": 0}
-
-    def crash(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     with monkeypatch.context() as m:
-        m.setattr(loop_module, "evaluate", crash)
-        with pytest.raises(KeyboardInterrupt):
+        crash_at_evaluation(m, 3)  # iteration 2 trains, then dies before its row and checkpoint
+        with pytest.raises(Crash):
             go(tmp_path / "resumed")
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
     assert len(ckpt["optimizer"]["param_groups"]) == 1  # the classifier's group alone
