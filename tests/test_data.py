@@ -27,7 +27,7 @@ from ladarun.data import (
     SyntheticSource,
     random_crop_flip,
 )
-from ladarun.errors import DataNotFoundError
+from ladarun.errors import ConfigError, DataNotFoundError
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -302,3 +302,30 @@ def test_dataset_configs_instantiate(option: str) -> None:
     assert source.name == option and callable(source.load)
     if option in ("digits", "synthetic"):
         assert source.load(None, CPU).name == option
+
+
+def test_fashion_augment_option_crops_with_its_padding_and_flips() -> None:
+    """Off by default (the paper); on, each image is shifted by at most crop_padding pixels or mirrored."""
+    assert FashionMNISTSource()._train_transform() is None
+    transform = FashionMNISTSource(augment=True, crop_padding=2)._train_transform()
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 28, 28)
+    out = transform(x)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    inner = x[:, :, 2:-2, 2:-2]  # every crop of a 2-pixel padding still holds some shift of the centre
+    for i in range(64):
+        found = any(
+            torch.equal(img[:, 2 + dy : 26 + dy, 2 + dx : 26 + dx], inner[i])
+            for img in (out[i], out[i].flip(-1))
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
+        assert found, i
+    with pytest.raises(ConfigError, match="crop_padding"):
+        FashionMNISTSource(augment=True, crop_padding=-1)
+
+
+def test_the_cpu_table1_preset_trains_fashion_with_crops_and_flips(compose_cfg) -> None:
+    cfg = compose_cfg(["experiment=table1_quick"])
+    assert cfg.dataset.name == "fashion" and cfg.dataset.augment is True
+    assert compose_cfg(["dataset=fashion"]).dataset.augment is False  # the paper's Fashion: no augmentation

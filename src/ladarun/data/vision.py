@@ -5,6 +5,7 @@ Whole splits are turned into normalised device tensors straight from the dataset
 """
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import os
@@ -164,7 +165,12 @@ class _TorchvisionSource:
 
 
 class FashionMNISTSource(_TorchvisionSource):
-    """Fashion-MNIST, 1x28x28, 60k/10k; files in ``<data_dir>/FashionMNIST/raw/``."""
+    """Fashion-MNIST, 1x28x28, 60k/10k; files in ``<data_dir>/FashionMNIST/raw/``.
+
+    ``augment``: a per-sample random crop (``crop_padding`` pixels) and horizontal flip while
+    training. Off by default, as in the paper; the CPU Table 1 preset turns it on (README, "The
+    CPU learner").
+    """
 
     title = "Fashion-MNIST"
     channels = 1
@@ -174,10 +180,18 @@ class FashionMNISTSource(_TorchvisionSource):
         name: str = "fashion",
         mean: Floats = 0.1307,
         std: Floats = 0.3081,
+        augment: bool = False,
+        crop_padding: int = 2,
         download: bool = True,
         download_timeout: float = 20.0,
     ) -> None:
         super().__init__(name, mean, std, download, download_timeout)
+        if int(crop_padding) != crop_padding or crop_padding < 0:
+            raise ConfigError(f"dataset.crop_padding must be an integer >= 0, got {crop_padding!r}")
+        self.augment, self.crop_padding = bool(augment), int(crop_padding)
+
+    def _train_transform(self) -> Optional[BatchTransform]:
+        return functools.partial(random_crop_flip, padding=self.crop_padding) if self.augment else None
 
     def _folder(self, root: Path) -> Path:
         return root / "FashionMNIST" / "raw"
