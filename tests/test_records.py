@@ -14,7 +14,7 @@ def test_learning_curve_area_is_the_mean_test_accuracy_over_iterations_0_to_n(tm
         for it, acc in enumerate((40.0, 51.0, 75.5)):
             writer.write({"iteration": it, "test_acc": acc})
     assert learning_curve_area(tmp_path / "metrics.csv") == pytest.approx(55.5)
-    assert MetricsWriter.area(tmp_path / "metrics.csv") == pytest.approx(55.5)
+    assert learning_curve_area(tmp_path / "metrics.csv") == pytest.approx(55.5)
 
 
 def test_summary_json_has_the_area_and_the_table_reads_the_same(tmp_path):

@@ -25,7 +25,7 @@ from .errors import ConfigError
 from .malloc import keep_large_buffers
 from .models.staged import StagedClassifier
 from .protocol import Protocol
-from .records import MetricsWriter, write_json_atomic
+from .records import MetricsWriter, learning_curve_area, write_json_atomic
 from .speed import SpeedOptions
 from .training import evaluate, train_epoch
 
@@ -262,8 +262,8 @@ def run_active_learning(
     labeled_at[labeled] = 0
 
     def new_model() -> tuple[StagedClassifier, torch.optim.Optimizer]:
-        model = speed.prepare_model(model_factory(in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size).to(device)
-        )
+        model = model_factory(in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size)
+        model = speed.prepare_model(model.to(device))
         return model, torch.optim.Adam(model.parameters(), lr=protocol.lr)
 
     model, optimizer = new_model()
@@ -362,7 +362,7 @@ def run_active_learning(
         {
             "best_acc": summary.best_acc,
             "final_acc": summary.final_acc,
-            "area": MetricsWriter.area(metrics_path),  # mean test accuracy over iterations 0..N (metrics.csv)
+            "area": learning_curve_area(metrics_path),  # mean test accuracy over iterations 0..N (metrics.csv)
             "n_labeled": summary.n_labeled,
             "iterations": summary.iterations,
             "total_s": round(total_s, 3),

@@ -64,11 +64,6 @@ class MetricsWriter:
     def close(self) -> None:
         self._file.close()
 
-    @staticmethod
-    def area(path: Path) -> float:
-        """The area under the learning curve of a metrics.csv: see :func:`learning_curve_area`."""
-        return learning_curve_area(path)
-
     def __enter__(self) -> "MetricsWriter":
         return self
 
