@@ -105,7 +105,8 @@ def check_existing(out_dir: Path, config: dict) -> Optional[float]:
     if hydra_config.exists() and previous:
         # Hydra has just overwritten the earlier run's config with the new one: put it back.
         hydra_config.write_text(OmegaConf.to_yaml(OmegaConf.create(previous)))
-    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k) and k not in _OPERATIONAL_KEYS + _INDIRECT_KEYS)
+    before, now = _comparable(previous), _comparable(config)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     state = "finished" if (out_dir / "summary.json").exists() else "resumable (unfinished)"
     raise ConfigError(
         f"{out_dir} already holds a {state} run with a different configuration (differs in: {', '.join(changed)}); "
