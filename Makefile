@@ -23,8 +23,7 @@ test-all: $(STAMP)  ## everything, slow tests included
 	$(PY) -m pytest -q
 
 bench: $(STAMP)  ## whole-run wall time/memory (benchmarks/results.md), then the Time column, loop overhead and per-row memory (benchmarks/bench.md)
-	$(PY) scripts/bench.py
-	$(PY) -m ladarun.benchmark $(BENCH_ARGS)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 table1: $(STAMP)  ## Table 1 (with the paper's values) from every run under $(RUNS): $(RUNS)/table1.{md,csv,tex}
 	$(VENV)/bin/ladarun-table --paper $(RUNS)

@@ -22,7 +22,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from ladarun.data.vision import FashionMNISTSource
-from ladarun.runs import find_run_dirs, load_run
+from ladarun.report.runs import find_run_dirs, load_run
 
 COUNTS = (20, 320, 1020)
 

@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ladarun.cli import CONF_DIR
+from ladarun.conf import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 # CI clones the repo with shared/ beside it, as in the developers' checkouts.

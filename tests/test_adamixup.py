@@ -1,4 +1,4 @@
-"""Ent w. AdaMixup: policy region generator and intrusion discriminator, both trained (METHODS.md §8)."""
+"""Ent w. AdaMixup: policy region generator and intrusion discriminator, both trained (docs/methods.md §8)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from ladarun.augment.mixing import mix
 from ladarun.augment.policy import count_parameters
 from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
-from ladarun.loop import run_active_learning
+from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn, resnet18
 from ladarun.training import train_epoch
 
@@ -89,9 +89,9 @@ def test_selection_is_the_acquisition_alone():
     model = trained_model(data, epochs=3)
     candidates = torch.arange(6, 66)
     plain = MaxEntropy().select(context(model, data), candidates, 10)
-    assert sorted(AdaMixup().acquire(MaxEntropy(), context(model, data), candidates, 10).tolist()) == sorted(plain.tolist())
+    assert sorted(AdaMixup().choose_query(MaxEntropy(), context(model, data), candidates, 10).tolist()) == sorted(plain.tolist())
     with pytest.raises(ConfigError, match="query must be >= 2"):
-        AdaMixup().acquire(MaxEntropy(), context(model, data), candidates, 1)
+        AdaMixup().choose_query(MaxEntropy(), context(model, data), candidates, 1)
 
 
 def test_policy_and_discriminator_are_trained_and_persist_across_iterations():
@@ -123,7 +123,7 @@ def test_policy_and_discriminator_are_trained_and_persist_across_iterations():
 
 
 def test_one_optimizer_takes_a_step_on_l_cls_then_a_step_on_l_intr():
-    """METHODS.md §8: Adam step on L_cls, zero the gradients, Adam step on L_intr; one Adam for
+    """docs/methods.md §8: Adam step on L_cls, zero the gradients, Adam step on L_intr; one Adam for
     classifier, pi and phi. A joint step on L_cls + L_intr (or pi and phi on an optimizer of
     their own) fails here."""
     data = toy_data()
@@ -272,7 +272,7 @@ def test_a_non_finite_region_stops_the_run_with_one_clear_error(tmp_path):
         run_active_learning(
             data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=_DivergesAtIteration2(),
             protocol=tiny_protocol(query=4, pool_subset=20), out_dir=tmp_path, seed=0, device=torch.device("cpu"),
-            progress=False,
+            options=RunOptions(progress=False),
         )
     assert "\n" not in str(err.value)
     rows = read_csv(tmp_path / "metrics.csv")
@@ -291,7 +291,7 @@ def test_interrupted_run_resumes_exactly_with_the_shared_optimizer(tmp_path, mon
         return run_active_learning(
             data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=AdaMixup(),
             protocol=tiny_protocol(query=4, pool_subset=20, epochs=2, reinit=reinit), out_dir=out_dir, seed=3,
-            device=torch.device("cpu"), progress=False,
+            device=torch.device("cpu"), options=RunOptions(progress=False),
         )
 
     go(tmp_path / "straight")

@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from ladarun.aggregate import aggregate, bold_rows, main, significantly_worse
+from ladarun.report.table import aggregate, bold_rows, main, significantly_worse
 from runs_factory import write_run
 
 

@@ -9,7 +9,7 @@ import ladarun.loop as loop_module
 from ladarun.acquisition import MaxEntropy
 from ladarun.augment import BGADL, AdaMixup, FixedInfoSTN, InfoSTN
 from ladarun.cli import run_from_config
-from ladarun.loop import run_active_learning
+from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn
 
 from test_loop import tiny_protocol, toy_data
@@ -38,7 +38,7 @@ def read_csv(path):
 def run(out_dir, row, seed=0, **kw):
     return run_active_learning(
         data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=ROWS[row](),
-        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out_dir, seed=seed, device=CPU, progress=False, **kw,
+        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out_dir, seed=seed, device=CPU, options=RunOptions(progress=False, **kw),
     )
 
 

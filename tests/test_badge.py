@@ -1,4 +1,4 @@
-"""BADGE: k-means++ seeding on gradient embeddings, factorised distances (METHODS.md §5)."""
+"""BADGE: k-means++ seeding on gradient embeddings, factorised distances (docs/methods.md §5)."""
 import pytest
 import torch
 import torch.nn.functional as F

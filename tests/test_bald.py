@@ -1,4 +1,4 @@
-"""BALD with MC dropout (METHODS.md §3)."""
+"""BALD with MC dropout (docs/methods.md §3)."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from ladarun.benchmark import implemented_rows, main
+from iteration import implemented_rows, main
 
 
 def test_benchmark_runs_end_to_end_and_writes_its_report(tmp_path):
@@ -35,7 +35,7 @@ def test_every_implemented_row_runs_one_benchmark_iteration():
     """Each row's iteration starts from the shared state in its own model config (BALD adds head dropout)."""
     import torch
 
-    from ladarun.benchmark import Bench
+    from iteration import Bench
 
     bench = Bench(["dataset=synthetic", "protocol=smoke", "protocol.epochs=1"], labeled=40, device=torch.device("cpu"))
     for row in implemented_rows():
@@ -46,7 +46,7 @@ def test_every_implemented_row_runs_one_benchmark_iteration():
 def test_switch_section_times_each_setting_against_the_baseline():
     import torch
 
-    from ladarun.benchmark import CPU_SWITCHES, switch_section
+    from iteration import CPU_SWITCHES, switch_section
 
     out = switch_section(["dataset=synthetic", "protocol=smoke", "protocol.epochs=1"], 40, torch.device("cpu"), 1,
                          {k: CPU_SWITCHES[k] for k in ("baseline (fp32, NCHW, eager)", "channels_last")}, log=lambda s: None)

@@ -1,4 +1,4 @@
-"""BGADL: a warm-started VAE-ACGAN whose synthetic samples stay in the training set (METHODS.md §11)."""
+"""BGADL: a warm-started VAE-ACGAN whose synthetic samples stay in the training set (docs/methods.md §11)."""
 import logging
 
 import pytest
@@ -129,6 +129,6 @@ def test_colour_or_size_mismatch_is_a_config_error():
     with pytest.raises(ConfigError, match="divisible by 4"):
         BGADL().begin_iteration(context(cnn(1, 10, width=4), fashion_sized(size=30)), torch.arange(10, 14))
     with pytest.raises(ConfigError, match="query must be >= 2"):
-        BGADL().acquire(MaxEntropy(), context(cnn(1, 3, width=4), toy_data()), torch.arange(6, 30), 1)
+        BGADL().choose_query(MaxEntropy(), context(cnn(1, 3, width=4), toy_data()), torch.arange(6, 30), 1)
     with pytest.raises(ConfigError, match="augment.width"):
         BGADL(width=0)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from conftest import HAS_FASHION, SHARED_DATA, group_options
 from ladarun.cli import build, run_from_config
 from ladarun.errors import ConfigError, DataNotFoundError
-from ladarun.records import BASE_COLUMNS
+from ladarun.state import BASE_COLUMNS
 
 LADARUN = Path(sys.executable).parent / "ladarun"
 GROUPS = ("dataset", "acquisition", "augment", "model", "protocol")

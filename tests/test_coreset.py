@@ -1,4 +1,4 @@
-"""Coreset: k-center greedy on the penultimate embeddings (METHODS.md §4)."""
+"""Coreset: k-center greedy on the penultimate embeddings (docs/methods.md §4)."""
 import pytest
 import torch
 

@@ -27,6 +27,7 @@ from ladarun.data import (
     SyntheticSource,
     random_crop_flip,
 )
+from ladarun.conf import CONF_DIR
 from ladarun.errors import ConfigError, DataNotFoundError
 
 CPU = torch.device("cpu")
@@ -294,7 +295,7 @@ def test_crop_flip_is_a_shifted_window_of_the_zero_padded_input() -> None:
 
 @pytest.mark.parametrize("option", ["fashion", "svhn", "cifar10", "digits", "synthetic"])
 def test_dataset_configs_instantiate(option: str) -> None:
-    path = REPO / "conf" / "dataset" / f"{option}.yaml"
+    path = CONF_DIR / "dataset" / f"{option}.yaml"
     assert path.read_text().startswith("# ")
     cfg = OmegaConf.load(path)
     assert cfg.name == option

@@ -3,8 +3,8 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from ladarun.aggregate import aggregate
-from ladarun.figures import _mean_std, accuracy_figure, main, write_figures
+from ladarun.report.table import aggregate
+from ladarun.report.figures import _mean_std, accuracy_figure, main, write_figures
 from runs_factory import write_run
 
 

@@ -1,4 +1,4 @@
-"""LADA's InfoMixup, its fixed ablation and the pipelined Manifold Mixup baseline (METHODS.md §7, §9)."""
+"""LADA's InfoMixup, its fixed ablation and the pipelined Manifold Mixup baseline (docs/methods.md §7, §9)."""
 import csv
 import logging
 
@@ -15,7 +15,7 @@ from ladarun.augment.mixing import virtual_step
 from ladarun.augment.policy import LambdaNet, count_parameters
 from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
-from ladarun.loop import run_active_learning
+from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn, resnet18
 from ladarun.training import train_epoch
 
@@ -120,7 +120,7 @@ def test_selected_pairs_are_the_top_of_eq_15_and_both_members_are_labeled(augmen
     base = torch.tensor([0.1, 0.9, 0.2, 0.3, 0.8, 0.0, 0.5, 0.1, 0.2, 0.4])
     bonus = torch.tensor([0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # the mixed term lifts pair 3
     acq = HandAcquisition(base, bonus)
-    chosen = augment.acquire(acq, ctx, candidates, 6)  # 3 pairs
+    chosen = augment.choose_query(acq, ctx, candidates, 6)  # 3 pairs
     assert acq.prepared == 1
     assert acq.pairs[0].tolist() == list(range(40, 50)) and acq.pairs[1].tolist() == list(range(50, 60))
     # totals: pair 3 -> 1.2, pair 1 -> 0.9, pair 4 -> 0.8; then pair 6 -> 0.5
@@ -135,7 +135,7 @@ def test_no_gradient_reaches_the_classifier_during_policy_training():
     before = [p.detach().clone() for p in model.parameters()]
     buffers = [b.clone() for b in model.buffers()]
     ctx = context(model, data)
-    InfoMixup(layers=[1, 2], policy_epochs=2, policy_batch_size=10).acquire(MaxEntropy(), ctx, torch.arange(6, 66), 10)
+    InfoMixup(layers=[1, 2], policy_epochs=2, policy_batch_size=10).choose_query(MaxEntropy(), ctx, torch.arange(6, 66), 10)
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))  # eval mode: BN stats untouched
@@ -149,7 +149,7 @@ def test_fixed_variant_has_no_policy(monkeypatch):
     monkeypatch.setattr(infomixup_module, "LambdaNet", no_policy)
     data = toy_data()
     aug = FixedInfoMixup(layers=[2])
-    aug.acquire(MaxEntropy(), context(cnn(1, 3, width=4), data), torch.arange(6, 46), 4)
+    aug.choose_query(MaxEntropy(), context(cnn(1, 3, width=4), data), torch.arange(6, 46), 4)
     assert aug.aux_parameters() == 0
     assert aug.metrics()["tau_mean"] == 2.0 and "policy_loss" not in aug.metrics()
     assert aug._selected[2].tolist() == [2.0, 2.0]
@@ -248,7 +248,7 @@ def test_look_ahead_needs_a_per_instance_score():
 def test_pairs_need_an_even_query():
     data = toy_data()
     with pytest.raises(ConfigError, match="even"):
-        InfoMixup().acquire(MaxEntropy(), context(cnn(1, 3, width=4), data), torch.arange(6, 46), 5)
+        InfoMixup().choose_query(MaxEntropy(), context(cnn(1, 3, width=4), data), torch.arange(6, 46), 5)
 
 
 def test_manifold_mixup_selects_by_the_acquisition_alone_and_mixes_the_new_points(monkeypatch):
@@ -258,7 +258,7 @@ def test_manifold_mixup_selects_by_the_acquisition_alone_and_mixes_the_new_point
     candidates = torch.arange(6, 66)
     plain = MaxEntropy().select(context(model, data), candidates, 10)
     aug = ManifoldMixup(layers=[1, 2])
-    chosen = aug.acquire(MaxEntropy(), ctx, candidates, 10)
+    chosen = aug.choose_query(MaxEntropy(), ctx, candidates, 10)
     assert sorted(chosen.tolist()) == sorted(plain.tolist())
     m = aug.metrics()
     assert m["mix_layer"] in (1, 2) and m["tau_mean"] == 2.0 and 0 <= m["virtual_score"] <= 2  # log2(3) bits max
@@ -299,7 +299,7 @@ def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
     aug = augment(layers=[1, 2]) if augment is not InfoMixup else augment(layers=[1, 2], policy_epochs=2)
     run_active_learning(
         data=toy_data(), model_factory=cnn, acquisition=acquisition(), augment=aug,
-        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=tmp_path, seed=0, device=CPU, progress=False,
+        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=tmp_path, seed=0, device=CPU, options=RunOptions(progress=False),
     )
     rows = read_csv(tmp_path / "metrics.csv")
     assert [int(r["n_labeled"]) for r in rows] == [6, 10, 14, 18]
@@ -314,7 +314,7 @@ def test_infomixup_run_resumes_exactly(tmp_path, monkeypatch):
     def go(out, **kw):
         return run_active_learning(
             data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=InfoMixup(policy_epochs=2),
-            protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out, seed=1, device=CPU, progress=False, **kw,
+            protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out, seed=1, device=CPU, options=RunOptions(progress=False, **kw),
         )
 
     go(tmp_path / "straight")

@@ -1,4 +1,4 @@
-"""InfoSTN (LADA_EntSTN) and its CE-trained ablation LADA_EntSTN^fixed (METHODS.md §10)."""
+"""InfoSTN (LADA_EntSTN) and its CE-trained ablation LADA_EntSTN^fixed (docs/methods.md §10)."""
 import logging
 
 import pytest
@@ -59,7 +59,7 @@ def test_infostn_training_raises_the_entropy_of_transformed_pool_points():
     candidates = torch.arange(100, 300)
     torch.manual_seed(0)
     aug = InfoSTN(epochs=10, batch_size=50, lr=1e-2)
-    aug.acquire(MaxEntropy(), ctx, candidates, 10)
+    aug.choose_query(MaxEntropy(), ctx, candidates, 10)
     x = data.x_train[candidates]
     before = mean_entropy(model, x)  # the identity-initialised STN returns x itself
     after = mean_entropy(model, aug._stn(x).detach())
@@ -85,7 +85,7 @@ def test_ce_trained_stn_lowers_the_labeled_loss():
     ctx.labeled = labeled
     torch.manual_seed(0)
     aug = FixedInfoSTN(epochs=10, batch_size=20, lr=1e-2)
-    aug.acquire(MaxEntropy(), ctx, torch.arange(2, 300, 4)[:50], 10)
+    aug.choose_query(MaxEntropy(), ctx, torch.arange(2, 300, 4)[:50], 10)
     x, y = x_train[labeled], data.y_train[labeled]
     with torch.no_grad():
         before = float(F.cross_entropy(model(x), y))
@@ -102,7 +102,7 @@ def test_selection_is_the_top_of_the_look_ahead_score(augment):
     ctx = context(model, data)
     candidates = torch.arange(6, 86)
     aug = augment(epochs=2, batch_size=40, lr=1e-2)
-    chosen = aug.acquire(MaxEntropy(), ctx, candidates, 10)
+    chosen = aug.choose_query(MaxEntropy(), ctx, candidates, 10)
     x = data.x_train[candidates]
     with torch.no_grad():
         score = MaxEntropy().score_logits(model(x)) + MaxEntropy().score_logits(model(aug._stn(x)))  # Eq. 7
@@ -120,7 +120,7 @@ def test_classifier_is_frozen_during_stn_training_and_restored_after():
     params = [p.detach().clone() for p in model.parameters()]
     buffers = [b.clone() for b in model.buffers()]
     for augment in (InfoSTN(epochs=2, batch_size=20), FixedInfoSTN(epochs=2, batch_size=20)):
-        augment.acquire(MaxEntropy(), context(model, data), torch.arange(6, 66), 10)
+        augment.choose_query(MaxEntropy(), context(model, data), torch.arange(6, 66), 10)
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))  # eval mode: BN statistics untouched
@@ -133,7 +133,7 @@ def test_training_steps_on_the_transformed_acquired_points_with_hard_labels(monk
     ctx = context(model, data)
     aug = InfoSTN(epochs=2, batch_size=40, lr=1e-2)
     assert aug.extra_step(model, None) is None  # nothing acquired yet (the initial training)
-    chosen = aug.acquire(MaxEntropy(), ctx, torch.arange(6, 86), 10)
+    chosen = aug.choose_query(MaxEntropy(), ctx, torch.arange(6, 86), 10)
     aug.begin_iteration(ctx, chosen)
     stn_before = [p.detach().clone() for p in aug._stn.parameters()]
     seen = []
@@ -176,7 +176,7 @@ def test_non_finite_stn_loss_drops_the_augmentation_for_the_iteration(caplog, au
     if augment is FixedInfoSTN:  # its loss is the classifier's CE: poison the classifier's output instead
         aug.stn_loss = lambda acquisition, ctx, x, rows: torch.full((), float("nan"), requires_grad=True)
     with caplog.at_level(logging.WARNING):
-        chosen = aug.acquire(NaNWhileTraining(), context(model, data), candidates, 10)
+        chosen = aug.choose_query(NaNWhileTraining(), context(model, data), candidates, 10)
     assert "non-finite" in caplog.text
     with torch.no_grad():
         plain = candidates[top_k(MaxEntropy().score_logits(model(data.x_train[candidates])), 10, torch.Generator().manual_seed(0))]
@@ -189,7 +189,7 @@ def test_non_finite_stn_loss_drops_the_augmentation_for_the_iteration(caplog, au
 def test_images_too_small_for_the_localisation_net_are_a_config_error():
     tiny = ActiveDataset("tiny", torch.randn(40, 1, 3, 3), torch.arange(40) % 2, torch.randn(4, 1, 3, 3), torch.arange(4) % 2, 2)
     with pytest.raises(ConfigError, match="too small for the STN"):
-        InfoSTN().acquire(MaxEntropy(), context(cnn(1, 2, width=4), tiny), torch.arange(6, 30), 4)
+        InfoSTN().choose_query(MaxEntropy(), context(cnn(1, 2, width=4), tiny), torch.arange(6, 30), 4)
 
 
 def test_look_ahead_stn_needs_a_per_instance_score():

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ladarun.cli import FAILURE, check_launcher
+from ladarun.cli import check_launcher
+from ladarun.state import FAILURE
 from ladarun.errors import ConfigError
 
 LADARUN = Path(sys.executable).parent / "ladarun"
@@ -49,7 +50,7 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
     assert (tmp_path / "outputs" / "digits" / "ent-none" / "seed0" / "summary.json").exists()  # ... after job 1 ran
     failed = tmp_path / "outputs" / "synthetic" / "ent-none" / "seed0"
     assert json.loads((failed / FAILURE).read_text())["error"] == "ConfigError"
-    from ladarun.aggregate import aggregate
+    from ladarun.report.table import aggregate
 
     agg = aggregate(tmp_path / "outputs")
     assert [r.status for r in agg.not_finished] == ["failed"]

@@ -8,10 +8,10 @@ from ladarun.acquisition import MaxEntropy, RandomAcquisition
 from ladarun.augment import Augment
 from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
-from ladarun.loop import check_budget, initial_labeled, run_active_learning
+from ladarun.loop import RunOptions, check_budget, initial_labeled, run_active_learning
 from ladarun.models import cnn
 from ladarun.protocol import Protocol
-from ladarun.records import BASE_COLUMNS
+from ladarun.state import BASE_COLUMNS
 
 CPU = torch.device("cpu")
 
@@ -45,7 +45,7 @@ def run(tmp_path, acquisition=None, augment=None, seed=0, **kw):
         out_dir=tmp_path,
         seed=seed,
         device=CPU,
-        progress=False,
+        options=RunOptions(progress=False),
     )
 
 

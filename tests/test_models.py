@@ -10,7 +10,7 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 def test_resnet18_parameter_counts_match_the_cifar_resnet():
-    # METHODS.md §2: the kuangliu CIFAR ResNet-18.
+    # docs/methods.md §2: the kuangliu CIFAR ResNet-18.
     assert n_params(resnet18(in_channels=3, num_classes=10)) == 11_173_962
     assert n_params(resnet18(in_channels=1, num_classes=10)) == 11_172_810
     assert n_params(resnet18(in_channels=3, num_classes=100)) == 11_220_132

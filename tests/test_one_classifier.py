@@ -10,7 +10,7 @@ import pytest
 
 import ladarun.loop as loop_module
 from ladarun.cli import run_from_config
-from ladarun.table1 import rows as table1_rows
+from ladarun.report.rows import rows as table1_rows
 
 from conftest import group_options
 

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from ladarun.records import MetricsWriter, learning_curve_area
-from ladarun.runs import load_run
+from ladarun.state import MetricsWriter, learning_curve_area
+from ladarun.report.runs import load_run
 from runs_factory import write_run
 from test_loop import read_csv, run
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from ladarun.aggregate import aggregate
-from ladarun.aggregate import main as table_main
+from ladarun.report.table import aggregate
+from ladarun.report.table import main as table_main
 
 RESULTS = sorted(p for p in (REPO / "results").glob("*") if (p / "table1.md").exists())
 

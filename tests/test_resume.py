@@ -14,7 +14,8 @@ import torch
 import ladarun.loop as loop_module
 from ladarun.acquisition import MaxEntropy
 from ladarun.errors import ConfigError
-from ladarun.loop import CHECKPOINT, run_active_learning
+from ladarun.loop import RunOptions, run_active_learning
+from ladarun.state import CHECKPOINT, Checkpoint
 from ladarun.models import cnn
 
 from test_loop import tiny_protocol, toy_data
@@ -42,8 +43,7 @@ def run(out_dir, **kw):
         out_dir=out_dir,
         seed=5,
         device=CPU,
-        progress=False,
-        **kw,
+        options=RunOptions(progress=False, **kw),
     )
 
 
@@ -111,8 +111,8 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path, monkeypatch):
 
 def test_checkpoint_false_writes_none(tmp_path, monkeypatch):
     seen = []
-    real = loop_module.save_atomic
-    monkeypatch.setattr(loop_module, "save_atomic", lambda *a: seen.append(a) or real(*a))
+    real = Checkpoint.save
+    monkeypatch.setattr(Checkpoint, "save", lambda *a: seen.append(a) or real(*a))
     run(tmp_path, checkpoint=False)
     assert not seen and not (tmp_path / CHECKPOINT).exists()
 

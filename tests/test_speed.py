@@ -7,9 +7,9 @@ import torch
 from ladarun.acquisition import MaxEntropy
 from ladarun.augment import InfoMixup
 from ladarun.errors import ConfigError
-from ladarun.loop import run_active_learning
+from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn
-from ladarun.speed import SpeedOptions
+from ladarun.runtime import SpeedOptions
 
 from test_loop import tiny_protocol, toy_data
 
@@ -18,7 +18,7 @@ def run(out, speed, augment=None):
     run_active_learning(
         data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=augment,
         protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out, seed=0, device=torch.device("cpu"),
-        progress=False, speed=speed,
+        options=RunOptions(progress=False, speed=speed),
     )
     with open(out / "metrics.csv") as f:
         return list(csv.DictReader(f))

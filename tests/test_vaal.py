@@ -1,4 +1,4 @@
-"""VAAL: VAE + discriminator, warm-started; LADA_VaalMix's latent pair scorer (METHODS.md §6, §9.5)."""
+"""VAAL: VAE + discriminator, warm-started; LADA_VaalMix's latent pair scorer (docs/methods.md §6, §9.5)."""
 import copy
 import io
 import math
@@ -14,7 +14,7 @@ from ladarun.acquisition.passes import eval_mode
 from ladarun.acquisition.vaal import VAE, Discriminator, count_parameters
 from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
-from ladarun.loop import run_active_learning
+from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn
 
 # A VAAL small enough for CPU tests: 1/16 of the channels, a few steps on small batches.
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_vaal_parameter_counts():
-    assert count_parameters(Discriminator(32)) == 280_065  # METHODS.md §6/§12
+    assert count_parameters(Discriminator(32)) == 280_065  # docs/methods.md §6/§12
     assert count_parameters(VAE(3, 32)) == 22_835_139  # the "about 22.8M" VAE
     assert VAAL().aux_parameters() == 280_065  # Table 1's Param column counts D only
     assert VAAL(latent_dim=64).aux_parameters() == count_parameters(Discriminator(64)) == 296_449
@@ -248,7 +248,7 @@ def test_interrupted_vaal_run_resumes_exactly(tmp_path, monkeypatch):
         return run_active_learning(
             data=toy_data(), model_factory=cnn, acquisition=VAAL(**TINY_VAAL),
             protocol=tiny_protocol(iterations=4, epochs=1), out_dir=out_dir, seed=5, device=torch.device("cpu"),
-            progress=False, **kw,
+            options=RunOptions(progress=False, **kw),
         )
 
     def vaal_columns(rows):

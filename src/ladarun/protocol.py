@@ -1,4 +1,4 @@
-"""The active-learning protocol: budgets and the training schedule (METHODS.md §1)."""
+"""The active-learning protocol: budgets and the training schedule (docs/methods.md §1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

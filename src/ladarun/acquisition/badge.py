@@ -1,4 +1,4 @@
-"""BADGE (Ash et al. 2020): k-means++ seeding on last-layer gradient embeddings, METHODS.md §5.
+"""BADGE (Ash et al. 2020): k-means++ seeding on last-layer gradient embeddings, docs/methods.md §5.
 
 The gradient embedding of a candidate with probabilities ``p``, pooled feature ``h`` and
 pseudo-label ``y = argmax p`` is ``g = a (x) h`` with ``a = onehot(y) - p`` (the negative

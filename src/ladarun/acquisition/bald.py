@@ -1,4 +1,4 @@
-"""BALD with MC dropout (Houlsby et al. 2011; Gal et al. 2017), METHODS.md §3.
+"""BALD with MC dropout (Houlsby et al. 2011; Gal et al. 2017), docs/methods.md §3.
 
 ``I(x) = H[(1/T) sum_t p_t(x)] - (1/T) sum_t H[p_t(x)]`` in bits, each ``p_t`` from one
 stochastic pass with the head's dropout on and BatchNorm in eval mode (never ``model.train()``,

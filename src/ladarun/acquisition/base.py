@@ -8,7 +8,7 @@ acquisition for one more thing, through two seams:
   (possibly virtual) images, differentiable in the images;
 - :meth:`Acquisition.pair_scorer`: for candidate pairs ``(x_i, x'_i)`` mixed at stage ``k``,
   the two single-point scores and ``alpha_mix(lambda)`` of the virtual instance, differentiable
-  in ``lambda`` so the mixing policy can be trained to raise it (METHODS.md §9.1, Eq. 13-15).
+  in ``lambda`` so the mixing policy can be trained to raise it (docs/methods.md §9.1, Eq. 13-15).
 
 Classifier-probability scores (ent, var) get both from :class:`ScoreAcquisition`; an
 acquisition with a score of its own (VAAL's discriminator) overrides them. Batch-mode

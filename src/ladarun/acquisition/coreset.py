@@ -1,4 +1,4 @@
-"""Coreset (Sener & Savarese 2018): k-center greedy on the penultimate embeddings, METHODS.md §4.
+"""Coreset (Sener & Savarese 2018): k-center greedy on the penultimate embeddings, docs/methods.md §4.
 
 The labeled set is the initial set of centres. Each of ``budget`` steps takes the candidate
 farthest from its nearest centre and makes it a centre. Distances are computed on the device

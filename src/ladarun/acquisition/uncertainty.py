@@ -1,4 +1,4 @@
-"""Single-point uncertainty scores of the predictive distribution (METHODS.md §3)."""
+"""Single-point uncertainty scores of the predictive distribution (docs/methods.md §3)."""
 from __future__ import annotations
 
 import math

@@ -1,10 +1,10 @@
-"""VAAL (Sinha et al. 2019; repo sinhasam/vaal), METHODS.md §6, and its LADA_VaalMix seam (§9.5).
+"""VAAL (Sinha et al. 2019; repo sinhasam/vaal), docs/methods.md §6, and its LADA_VaalMix seam (§9.5).
 
 A VAE and a discriminator D on the VAE's latent mean play a minimax game: D learns to tell
 labeled from unlabeled images, the VAE learns to make every image look labeled. The images D
 is surest are unlabeled are queried: ``u(x) = 1 - D(mu(x))``.
 
-Differences from the original, all from METHODS.md §6 [D]:
+Differences from the original, all from docs/methods.md §6 [D]:
 - the original retrains both nets from scratch for ~100 epochs per cycle; here they are
   warm-started across iterations (their weights and Adam states live in ``state_dict``, so a
   resumed run continues them) and trained for ``steps`` adversarial iterations per

@@ -1,4 +1,4 @@
-"""Ent w. AdaMixup: the acquisition selects, AdaMixup trains on the new points (METHODS.md §8).
+"""Ent w. AdaMixup: the acquisition selects, AdaMixup trains on the new points (docs/methods.md §8).
 
 AdaMixup (Guo, Mao and Zhang, AAAI 2019) learns where to mix: a policy region generator pi
 proposes lambda in [a, a + delta] and an intrusion discriminator phi on the classifier's
@@ -151,7 +151,7 @@ _GROUP_KEY = "adamixup"
 class AdaMixup(Augment):
     """Ent w. AdaMixup (``augment=adamixup``): selection by the acquisition alone; in every
     training epoch, after the labeled pass, two steps on the points acquired this iteration:
-    an Adam step on L_cls, then (gradients zeroed) an Adam step on L_intr (METHODS.md §8).
+    an Adam step on L_cls, then (gradients zeroed) an Adam step on L_intr (docs/methods.md §8).
 
     One optimizer covers the classifier, pi and phi, as in the LADA port: the first
     ``extra_step`` adds pi's and phi's parameters to the classifier's Adam (the optimizer the
@@ -228,7 +228,7 @@ class AdaMixup(Augment):
                 "(hydra.run.dir=...)".format(have[0], have[2], have[3], want[0], want[2], want[3], s=have[1], t=want[1])
             )
 
-    def acquire(self, acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
+    def choose_query(self, acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
         if budget < 2:
             raise ConfigError(f"AdaMixup mixes pairs of acquired points: protocol.query must be >= 2, got {budget}")
         return acquisition.select(ctx, candidates, budget)

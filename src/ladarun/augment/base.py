@@ -1,8 +1,9 @@
 """Augmentations hook into Algorithm 1 at these places.
 
-1. ``acquire``: how the query is chosen. The default defers to the acquisition; a
-   look-ahead augmentation (LADA's InfoMixup, InfoSTN) overrides it to score virtual
-   instances with the acquisition's per-instance score (see acquisition/base.py).
+1. ``choose_query``: the augmentation owns selection. The default defers to the
+   acquisition's ``select``; a look-ahead augmentation (LADA's InfoMixup, InfoSTN) overrides
+   it to score virtual instances with the acquisition's per-instance score (see
+   acquisition/base.py), and AdaMixup, Manifold Mixup and BGADL to add their own steps.
 2. ``begin_iteration``: told which points were just labeled, before training starts.
 3. ``extra_step``: called once per training epoch after the pass over the labeled set,
    to take a step on virtual instances (Eq. 17-19). The default does nothing.
@@ -26,7 +27,7 @@ from ..errors import ConfigError
 
 class Augment:
     metric_names: tuple[str, ...] = ()
-    #: True when ``acquire`` needs the acquisition's per-instance score (look-ahead methods).
+    #: True when ``choose_query`` needs the acquisition's per-instance score (look-ahead methods).
     needs_per_instance_score: bool = False
 
     def check_compatible(self, acquisition: Acquisition, acquisition_name: str) -> None:
@@ -38,9 +39,14 @@ class Augment:
                 f"with it, or augment=none with {acquisition_name}"
             )
 
-    def acquire(
+    def choose_query(
         self, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
     ) -> torch.Tensor:
+        """The ``budget`` dataset indices to label next, out of ``candidates``.
+
+        Algorithm 1 asks the augmentation, not the acquisition, so that a look-ahead method can
+        score the virtual instances it would train on; by default the acquisition decides.
+        """
         return acquisition.select(ctx, candidates, budget)
 
     def begin_iteration(self, ctx: AcquisitionContext, acquired: torch.Tensor) -> None:

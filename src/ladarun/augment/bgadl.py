@@ -1,4 +1,4 @@
-"""BGADL: Bayesian Generative Active Deep Learning (Tran et al., ICML 2019; METHODS.md §11).
+"""BGADL: Bayesian Generative Active Deep Learning (Tran et al., ICML 2019; docs/methods.md §11).
 
 The acquisition (BALD in Table 1) selects; then a VAE-ACGAN, warm-started across iterations,
 is trained on the labeled set and generates one synthetic labelled sample x' = G(z ~ E(x), y)
@@ -134,7 +134,7 @@ class BGADL(Augment):
         return self._range
 
     # --- acquisition ---------------------------------------------------------------------------
-    def acquire(self, acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
+    def choose_query(self, acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
         if budget < 2:
             # G's BatchNorm1d needs two samples in a batch to generate from the acquired points.
             raise ConfigError(f"BGADL generates from the batch of acquired points: protocol.query must be >= 2, got {budget}")

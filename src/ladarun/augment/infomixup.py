@@ -1,4 +1,4 @@
-"""InfoMixup: LADA's look-ahead pair acquisition with a learned mixing policy (METHODS.md §9).
+"""InfoMixup: LADA's look-ahead pair acquisition with a learned mixing policy (docs/methods.md §9).
 
 Per acquisition iteration (Algorithm 1, lines 2-24):
 
@@ -63,7 +63,7 @@ def draw_layer(layers: Sequence[int], generator: torch.Generator) -> int:
 
 @torch.no_grad()
 def cached_features(model: torch.nn.Module, x: torch.Tensor, indices: torch.Tensor, k: int, batch: int) -> torch.Tensor:
-    """h^k of ``x[indices]`` in eval mode, computed once per iteration (METHODS.md §9.3 step 2)."""
+    """h^k of ``x[indices]`` in eval mode, computed once per iteration (docs/methods.md §9.3 step 2)."""
     return torch.cat([model.features(x[chunk], k) for chunk in indices.split(batch)])
 
 
@@ -104,7 +104,7 @@ class InfoMixup(Augment):
         self._policy_size: Optional[tuple[int, int]] = None  # (in_channels, map size) last seen
 
     # --- acquisition -----------------------------------------------------------------------
-    def acquire(
+    def choose_query(
         self, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
     ) -> torch.Tensor:
         if budget % 2:
@@ -116,7 +116,7 @@ class InfoMixup(Augment):
                 "raise protocol.pool_subset"
             )
         # The candidates come in a fresh random order: pair the i-th of the first half with the
-        # i-th of the second (METHODS.md §9.1).
+        # i-th of the second (docs/methods.md §9.1).
         first, second = candidates[:n_pairs], candidates[n_pairs : 2 * n_pairs]
         model = ctx.model
         if max(self.layers) >= model.num_stages:
@@ -154,7 +154,7 @@ class InfoMixup(Augment):
     def pair_taus(
         self, scorer: PairScorer, h_first: torch.Tensor, h_second: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, Optional[float]]:
-        """tau* per pair from a freshly trained policy (METHODS.md §9.3); also the final epoch's loss.
+        """tau* per pair from a freshly trained policy (docs/methods.md §9.3); also the final epoch's loss.
 
         The loss of a batch is -sum_pairs mean_n alpha_mix (Eq. 13). The tau recorded for
         each pair during an epoch (before that batch's update) is kept from the epoch with the

@@ -1,4 +1,4 @@
-"""InfoSTN: LADA's look-ahead acquisition with a spatial transformer (LADA_EntSTN, METHODS.md §10).
+"""InfoSTN: LADA's look-ahead acquisition with a spatial transformer (LADA_EntSTN, docs/methods.md §10).
 
 Per acquisition iteration:
 
@@ -87,7 +87,7 @@ class InfoSTN(Augment):
         return -acquisition.score_inputs(ctx, x_virtual).float().mean()
 
     # --- acquisition -----------------------------------------------------------------------
-    def acquire(
+    def choose_query(
         self, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
     ) -> torch.Tensor:
         data = ctx.data

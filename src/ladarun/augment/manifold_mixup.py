@@ -1,4 +1,4 @@
-"""Ent w. ManifoldMixup: the pipelined baseline of Table 1 (METHODS.md §7, the code's "VanillaMixup").
+"""Ent w. ManifoldMixup: the pipelined baseline of Table 1 (docs/methods.md §7, the code's "VanillaMixup").
 
 Selection is the acquisition's alone (top ``budget`` points); mixup is applied afterwards to
 the newly acquired points. Comparing it with InfoMixup isolates what looking ahead adds.
@@ -40,7 +40,7 @@ class ManifoldMixup(Augment):
         self._acquired: torch.Tensor | None = None
         self._metrics: dict[str, float] = {}
 
-    def acquire(self, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int):
+    def choose_query(self, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int):
         if budget < 2:
             raise ConfigError(f"ManifoldMixup mixes pairs of acquired points: protocol.query must be >= 2, got {budget}")
         if max(self.layers) >= ctx.model.num_stages:

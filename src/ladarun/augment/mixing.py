@@ -1,4 +1,4 @@
-"""LADA's mixing primitive (METHODS.md §7) and the one training step on virtual instances (Eq. 17-19)."""
+"""LADA's mixing primitive (docs/methods.md §7) and the one training step on virtual instances (Eq. 17-19)."""
 from __future__ import annotations
 
 import torch
@@ -8,7 +8,7 @@ from torch.distributions import Beta
 from ..data.base import ActiveDataset
 from ..models.staged import StagedClassifier
 
-# METHODS.md §14: with small tau, Beta samples can hit exactly 0 or 1, where the implicit
+# docs/methods.md §14: with small tau, Beta samples can hit exactly 0 or 1, where the implicit
 # reparameterisation gradient is infinite; keep both away from the edges.
 TAU_MIN = 1e-3
 LAMBDA_EPS = 1e-6

@@ -1,4 +1,4 @@
-"""The spatial transformer network of InfoSTN (METHODS.md §10; Jaderberg et al. 2015).
+"""The spatial transformer network of InfoSTN (docs/methods.md §10; Jaderberg et al. 2015).
 
 The localisation net is the PyTorch STN tutorial's: conv7x7 -> 8, pool, ReLU, conv5x5 -> 10,
 pool, ReLU, 32, 6. On 1x28x28 it has 5,520 parameters, the paper's "STN 5K"; 8,544 on 3x32x32.
@@ -22,7 +22,7 @@ def _pooled_side(size: int, kernel: int, pad: int) -> int:
 class SpatialTransformer(nn.Module):
     """x -> grid_sample(x, affine_grid(theta(x))): one affine transform per image.
 
-    ``bound`` keeps the transform near the identity (METHODS.md §10, degeneracy pitfall):
+    ``bound`` keeps the transform near the identity (docs/methods.md §10, degeneracy pitfall):
     theta = [I | 0] + bound * tanh(raw). An unconstrained entropy-maximising STN collapses
     (it zooms into a blank region, which gives uniform predictions). The last layer starts at
     zero weights and bias, so raw = 0 and the transform is exactly the identity; with

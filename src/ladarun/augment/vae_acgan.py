@@ -1,4 +1,4 @@
-"""BGADL's VAE-ACGAN networks: encoder E, generator G, discriminator D (METHODS.md §11).
+"""BGADL's VAE-ACGAN networks: encoder E, generator G, discriminator D (docs/methods.md §11).
 
 Images are in [0, 1] (G ends in a sigmoid). G and D follow the infoGAN layout of the BGADL
 reference code at a ``width`` multiplier: width 1.0 is the reference (FC 1024, 128/64

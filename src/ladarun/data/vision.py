@@ -168,8 +168,8 @@ class FashionMNISTSource(_TorchvisionSource):
     """Fashion-MNIST, 1x28x28, 60k/10k; files in ``<data_dir>/FashionMNIST/raw/``.
 
     ``augment``: a per-sample random crop (``crop_padding`` pixels) and horizontal flip while
-    training. Off by default, as in the paper; the CPU Table 1 preset turns it on (README, "The
-    CPU learner").
+    training. Off by default, as in the paper; the CPU Table 1 preset turns it on
+    (docs/methods.md §1).
     """
 
     title = "Fashion-MNIST"

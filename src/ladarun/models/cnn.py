@@ -32,7 +32,7 @@ def cnn(
     The defaults (5 stages, a 2 x 2 pooling grid) are the learner of the CPU protocols. The
     original 4-stage CNN with a global average pool (``stages=4 pool_grid=1``) is weaker than a
     logistic regression on pixels on Fashion-MNIST: its last features see about 15 x 15 pixels
-    and the global pool throws away where they are (README, "The CPU learner").
+    and the global pool throws away where they are (docs/methods.md §1).
 
     With ``image_size`` given (the loop passes it), a stage never halves a map below 2 x 2: on
     8 x 8 digits the fifth stage keeps stride 1 (BatchNorm on a 1 x 1 map cannot train on a

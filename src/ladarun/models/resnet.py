@@ -1,4 +1,4 @@
-"""CIFAR-style ResNet-18 built from torchvision's (METHODS.md §2)."""
+"""CIFAR-style ResNet-18 built from torchvision's (docs/methods.md §2)."""
 from __future__ import annotations
 
 from typing import Optional

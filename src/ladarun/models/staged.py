@@ -1,6 +1,6 @@
 """A classifier split into stages, so that LADA can mix feature maps mid-network.
 
-Stage indexing follows the official LADA code (METHODS.md §2): ``k = 0`` is the input,
+Stage indexing follows the official LADA code (docs/methods.md §2): ``k = 0`` is the input,
 ``k = 1`` the output of the stem, ``k = 2`` the output of the first block group, and so on.
 """
 from __future__ import annotations

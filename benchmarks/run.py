@@ -1,0 +1,35 @@
+"""``make bench``: ladarun's benchmarks, one entry. Results are recorded in this folder.
+
+    python benchmarks/run.py                 # both, as make bench runs them
+    python benchmarks/run.py runs [...]      # whole runs: wall time and peak memory -> results.md
+    python benchmarks/run.py iteration [...] # per iteration: Time column, overhead, memory, speed
+                                             # switches, GPU -> bench.md and bench-<date>.json
+
+``make bench BENCH_ARGS='--sections time'`` passes its arguments to ``iteration``. Run them
+on an otherwise idle machine: on 2 cores any other job distorts every timing.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import iteration  # noqa: E402  (a sibling module, found through the path set above)
+import whole_run  # noqa: E402
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["runs"]:
+        whole_run.main(argv[1:])
+    elif argv[:1] == ["iteration"]:
+        iteration.main(argv[1:])
+    else:
+        whole_run.main([])
+        iteration.main(argv)
+
+
+if __name__ == "__main__":
+    main()

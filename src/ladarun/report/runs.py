@@ -1,0 +1,293 @@
+"""Read the run directories under a folder: each run's config, metrics.csv and state.
+
+A run directory is any folder holding ``metrics.csv``, ``summary.json``, ``failed.json``,
+``run_config.json`` or ``.hydra/config.yaml``. What a run *is* (dataset, Table 1 row, protocol,
+seed) comes from its config, never from the folder's name. Nothing here raises on one bad
+run: a run that cannot be used carries a ``problem`` saying why and how to fix it, so the
+table lists it instead of silently dropping it (or failing for everyone).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
+
+from ..conf import CONF_DIR
+from ..state import BASE_COLUMNS, INDIRECT_KEYS, OPERATIONAL_KEYS
+from .rows import Row, row_for
+
+MARKERS = ("metrics.csv", "summary.json", "failed.json", "run_config.json")
+# Config keys that do not change what a run measures (state.OPERATIONAL_KEYS and INDIRECT_KEYS,
+# plus the seed and the resolved device, which summary.json records), left out when comparing
+# two runs' settings.
+NOT_SETTING = {*OPERATIONAL_KEYS, *INDIRECT_KEYS, "seed", "device", "hydra"}
+_GROUPS = ("dataset", "model", "acquisition", "augment")
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: Optional[pd.DataFrame] = None
+    summary: Optional[dict[str, Any]] = None
+    failure: Optional[dict[str, Any]] = None
+    checkpoint: bool = False
+    problem: Optional[str] = None  # set when the run cannot be used; says how to fix it
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None and self.problem is None
+
+    @property
+    def status(self) -> str:
+        if self.problem is not None:
+            return "unusable"
+        if self.summary is not None:
+            return "finished"
+        return "failed" if self.failure is not None else "incomplete"
+
+    # --- what the config says ---------------------------------------------------------
+    @property
+    def dataset(self) -> str:
+        return self.config["dataset"]["name"]
+
+    @property
+    def row(self) -> Row:
+        return row_for(self.config["acquisition"]["name"], self.config["augment"]["name"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        return self.config["protocol"]
+
+    @property
+    def setting(self) -> dict[str, Any]:
+        """What runs must share to be averaged together: the protocol and the model's name."""
+        return {"protocol": self.protocol, "model": self.config.get("model", {}).get("name")}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Everything in the config that changes results, except dataset, row and seed.
+
+        The acquisition and augment names make the row; their other settings are details, so an
+        ablation such as ``augment.tau_activation=softplus`` is its own variant of the row.
+        """
+        details = {k: v for k, v in self.config.items() if k not in NOT_SETTING | {"acquisition", "augment", "dataset"}}
+        for group in ("acquisition", "augment"):
+            settings = {k: v for k, v in (self.config.get(group) or {}).items() if k != "name"}
+            if settings:
+                details[group] = settings
+        return details
+
+    @property
+    def default_details(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:attr:`details` of the package's default config for this run's choices, flattened:
+        (unresolved, resolved). Empty when conf/ cannot be read; see :func:`default_config`."""
+        config = default_config(self.config)
+        if not config:
+            return {}, {}
+        unresolved = Run(self.path, config=config).details
+        try:
+            resolved = Run(self.path, config=OmegaConf.to_container(OmegaConf.create(config), resolve=True)).details
+        except OmegaConfBaseException:
+            resolved = unresolved
+        return flatten(unresolved), flatten(resolved)
+
+    @property
+    def iterations_done(self) -> int:
+        """Finished iterations after the initial training (-1: not even that)."""
+        if self.metrics is None or self.metrics.empty:
+            return -1
+        return int(self.metrics["iteration"].iloc[-1])
+
+    @property
+    def best_acc(self) -> Optional[float]:
+        if self.summary is not None:
+            return float(self.summary["best_acc"])
+        if self.metrics is not None and not self.metrics.empty:
+            return float(self.metrics["best_acc"].max())
+        return None
+
+    @property
+    def final_acc(self) -> Optional[float]:
+        """Test accuracy after the last iteration, from metrics.csv (runs of any version have it)."""
+        if self.metrics is None or self.metrics.empty:
+            return None
+        return float(self.metrics["test_acc"].iloc[-1])
+
+    @property
+    def area(self) -> Optional[float]:
+        """Area under the learning curve: the mean test accuracy over iterations 0..N of metrics.csv.
+
+        Computed here rather than read from summary.json, so runs written before summary.json
+        had an ``area`` get the same number (records.learning_curve_area, from the same file).
+        """
+        if self.metrics is None or self.metrics.empty:
+            return None
+        return float(self.metrics["test_acc"].mean())
+
+    @property
+    def aux_params(self) -> Optional[int]:
+        value = (self.summary or {}).get("aux_params")
+        return None if value is None else int(value)
+
+    @property
+    def device(self) -> Optional[str]:
+        return (self.summary or {}).get("device")
+
+
+@lru_cache(maxsize=None)
+def _conf_file(relpath: str) -> Optional[dict[str, Any]]:
+    """A file of conf/, unresolved, without its defaults list; None when it is not there."""
+    path = CONF_DIR / relpath
+    if not path.is_file():
+        return None
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except (YAMLError, OmegaConfBaseException):
+        return None
+    if not isinstance(config, dict):
+        return None
+    config.pop("defaults", None)
+    return config
+
+
+def default_config(config: dict[str, Any]) -> dict[str, Any]:
+    """What ladarun composes with no overrides for the choices ``config`` made.
+
+    conf/config.yaml, then conf/<group>/<name>.yaml for the run's dataset, model, acquisition
+    and augment names, then its protocol file (a global package: ``protocol`` and ``aux``).
+    Unresolved, as Hydra writes .hydra/config.yaml; empty when conf/ is not beside the package
+    (then no setting counts as the default one).
+    """
+    root = _conf_file("config.yaml")
+    if root is None:
+        return {}
+    out = {k: v for k, v in root.items() if k != "hydra"}
+    for group in _GROUPS:
+        name = (config.get(group) or {}).get("name")
+        out[group] = dict(_conf_file(f"{group}/{name}.yaml") or {"name": name})
+    out.update(_conf_file(f"protocol/{(config.get('protocol') or {}).get('name')}.yaml") or {})
+    return out
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {"a.b.c": value}."""
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every run directory under ``root`` (``root`` itself included), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        # Hidden folders (.hydra, .submitit) hold a run's bookkeeping, never runs.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if any(m in filenames for m in MARKERS) or (here / ".hydra" / "config.yaml").is_file():
+            found.append(here)
+    return sorted(found)
+
+
+def _read_config(path: Path, summary: Optional[dict]) -> dict[str, Any]:
+    """The run's config: Hydra's .hydra/config.yaml, else the copies ladarun writes itself."""
+    hydra_config = path / ".hydra" / "config.yaml"
+    if hydra_config.is_file():
+        config = OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=False)  # data_dir may be ${oc.env:...}
+        if not isinstance(config, dict):
+            raise ValueError(".hydra/config.yaml is not a mapping")
+        return config
+    if summary is not None and summary.get("run", {}).get("config"):
+        return summary["run"]["config"]
+    if (path / "run_config.json").is_file():
+        return json.loads((path / "run_config.json").read_text())
+    return {}
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    """metrics.csv as numbers; ValueError saying what is wrong when it is truncated or corrupted."""
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError("metrics.csv is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"metrics.csv cannot be parsed ({str(err).strip()})") from None
+    missing = [c for c in BASE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"metrics.csv lacks the columns {', '.join(missing)}")
+    base = df[list(BASE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    bad = base.isna().any(axis=1)
+    if bad.any():
+        line = int(bad.to_numpy().nonzero()[0][0]) + 2  # +1 for the header, +1 for 1-based lines
+        raise ValueError(f"metrics.csv is truncated or corrupted at line {line}")
+    if list(base["iteration"]) != list(range(len(base))):
+        raise ValueError("metrics.csv iterations are not 0, 1, 2, ... in order")
+    extra = df.drop(columns=list(BASE_COLUMNS)).apply(pd.to_numeric, errors="coerce")
+    return pd.concat([base, extra], axis=1)
+
+
+def load_run(path: Path) -> Run:
+    run = Run(path=path, checkpoint=(path / "checkpoint.pt").exists())
+    try:
+        if (path / "summary.json").is_file():
+            run.summary = json.loads((path / "summary.json").read_text())
+        if (path / "failed.json").is_file():
+            run.failure = json.loads((path / "failed.json").read_text())
+    except json.JSONDecodeError as err:
+        run.problem = f"a JSON file is corrupted ({err}); rerun the same command to redo the run, or delete {path}"
+        return run
+    try:
+        run.config = _read_config(path, run.summary)
+    except (YAMLError, OmegaConfBaseException, ValueError, json.JSONDecodeError) as err:
+        run.problem = f"its config is unreadable ({err}); delete {path} or restore .hydra/config.yaml"
+        return run
+    if not run.config:
+        run.problem = (
+            "no config (.hydra/config.yaml, summary.json or run_config.json); copy the run with its hidden "
+            f".hydra/ folder, or delete {path}"
+        )
+        return run
+    try:
+        for key in ("dataset", "acquisition", "augment"):
+            run.config[key]["name"]
+        run.config["protocol"]["name"], run.config["seed"]
+    except (KeyError, TypeError) as err:
+        run.problem = f"its config has no {err} entry (not a ladarun run?); delete {path} or fix its .hydra/config.yaml"
+        return run
+    if (path / "metrics.csv").is_file():
+        try:
+            run.metrics = _read_metrics(path / "metrics.csv")
+        except ValueError as err:
+            fix = "rerun the same command (the run resumes from its checkpoint or starts again)"
+            if run.summary is not None:
+                fix = f"restore metrics.csv, or delete {path} and rerun the same command"
+            run.problem = f"{err}; {fix}"
+            return run
+    if run.summary is not None:
+        expected = int(run.protocol.get("iterations", run.summary.get("iterations", -1)))
+        if run.metrics is None or run.iterations_done != expected:
+            got = "no metrics.csv" if run.metrics is None else f"metrics.csv ends at iteration {run.iterations_done}"
+            run.problem = (
+                f"finished (summary.json) but {got}, expected {expected}; restore metrics.csv, "
+                f"or delete {path} and rerun the same command"
+            )
+    return run
+
+
+def load_runs(root: Path) -> list[Run]:
+    return [load_run(p) for p in find_run_dirs(root)]

@@ -1,0 +1,133 @@
+"""Where and how a run executes: the device, random seeds, CPU allocator settings, library
+versions, and the speed switches (bf16 autocast, channels_last, torch.compile; all off by default).
+
+Each speed switch trades bit-exactness against the official code's float32 NCHW eager execution
+for speed, so each is a config switch (``speed.*``) and the benchmark measures it on and off.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import platform
+import random
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .models.staged import StagedClassifier
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available to torch; use device=auto or device=cpu")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be one of auto, cpu, cuda; got {name!r}")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    # docs/methods.md §14: the official code runs cuDNN deterministically.
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def library_versions() -> dict[str, str]:
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "ladarun": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+    }
+
+
+# Keep freed CPU buffers in the process heap instead of handing them back to the OS. glibc
+# serves allocations above its mmap threshold (128 KiB by default, adapting up to 32 MiB) with
+# fresh mmap'd pages and unmaps them on free, so every large temporary tensor costs a round of
+# page faults and kernel page zeroing. On CPU runs that was a third of the wall time: InfoMixup's
+# acquisition on Fashion-MNIST took 15.4 s with the defaults and 8.7 s with these settings
+# (2-core machine, CNN, 2000 candidates). CUDA memory has its own caching allocator.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's upper limit on 64-bit systems
+_large_buffers_kept = False
+
+
+def keep_large_buffers() -> bool:
+    """Raise glibc's mmap and trim thresholds (once per process). Returns whether it applied."""
+    global _large_buffers_kept
+    if _large_buffers_kept:
+        return True
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): nothing to tune
+        return False
+    _large_buffers_kept = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    )
+    if not _large_buffers_kept:
+        log.debug("mallopt refused the allocator settings; continuing with the defaults")
+    return _large_buffers_kept
+
+
+@dataclass
+class SpeedOptions:
+    autocast: Optional[str] = None  # None or "bf16": torch.autocast for every forward pass
+    channels_last: bool = False  # NHWC model weights and image tensors (faster convolutions on tensor cores)
+    compile: bool = False  # torch.compile each stage of the classifier in place (state_dict keys unchanged)
+    compile_mode: Optional[str] = None  # torch.compile's mode, e.g. "max-autotune-no-cudagraphs"
+
+    def __post_init__(self) -> None:
+        if self.autocast not in (None, "none", "bf16"):
+            raise ConfigError(f"speed.autocast must be null or bf16, got {self.autocast!r}")
+        if self.autocast == "none":
+            self.autocast = None
+
+    def prepare_model(self, model: StagedClassifier) -> StagedClassifier:
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compile:
+            # Module.compile works in place, so checkpoints keep their plain parameter names.
+            for stage in model.stages:
+                stage.compile(mode=self.compile_mode, dynamic=None)
+        return model
+
+    def prepare_images(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    @contextlib.contextmanager
+    def autocast_on(self, device: torch.device) -> Iterator[None]:
+        if self.autocast is None:
+            yield
+            return
+        # cache_enabled=False: the cache keeps the bf16 copy of each weight until the block
+        # exits, and a block spans many optimizer steps here, so the forward passes would keep
+        # using the first step's weights.
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False):
+            yield

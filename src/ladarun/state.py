@@ -1,0 +1,243 @@
+"""What a run leaves on disk, and how it survives a kill: the run directory's files, the
+checkpoint a rerun resumes from, and the guard that keeps a new run off finished results.
+
+A run directory holds ``metrics.csv`` (one row per iteration, flushed as each ends),
+``run_config.json`` (the resolved config, written when the run starts), ``checkpoint.pt``
+(the whole state after the last finished iteration; deleted at the end unless kept),
+``summary.json`` (written last: its presence means finished) and, after an error,
+``failed.json``. Every file is replaced atomically (:func:`atomic_write`), so a kill at any
+moment leaves either the old or the new version, never half of one.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Mapping, Optional
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from .errors import ConfigError
+
+CHECKPOINT = "checkpoint.pt"
+RUN_CONFIG = "run_config.json"
+SUMMARY = "summary.json"
+METRICS = "metrics.csv"
+# Written into the run directory when a run stops on an error (removed when it runs again), so
+# the aggregator can tell a failed run from one that is still going or was killed.
+FAILURE = "failed.json"
+
+BASE_COLUMNS = (
+    "iteration",
+    "n_labeled",
+    "test_acc",
+    "best_acc",
+    "train_loss",
+    "acquire_s",
+    "train_s",
+    "eval_s",
+    "iter_s",
+)
+
+# Config keys that may differ between two invocations of the same run: where data lives, the
+# progress bar, checkpointing, and the labels of the Table 1 row or sweep preset that chose it.
+OPERATIONAL_KEYS = ("data_dir", "progress", "checkpoint", "keep_checkpoint", "method", "experiment")
+# ``aux`` holds a protocol's budgets for auxiliary networks; an option that uses one copies the
+# value into its own node (acquisition.steps: ${aux.vaal_steps}), where the comparison sees it.
+# Comparing ``aux`` itself would make a change of VAAL's budget refuse every finished row.
+INDIRECT_KEYS = ("aux",)
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success flush it to disk and rename it over
+    ``path``. A kill mid-write leaves the old file intact (and at worst a stray ``.tmp``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    with atomic_write(path) as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+class MetricsWriter:
+    """Writes metrics.csv row by row, flushed to disk as each iteration ends.
+
+    ``resume_after=j`` continues an existing file: rows of iterations after ``j`` (written
+    before a crash, but not covered by the checkpoint) are dropped first, by rewriting the
+    file atomically, so a resumed run never has a duplicated or missing iteration.
+    """
+
+    def __init__(self, path: Path, extra_columns: Iterable[str] = (), resume_after: Optional[int] = None):
+        self.path = Path(path)
+        self.columns = list(BASE_COLUMNS) + [c for c in extra_columns if c not in BASE_COLUMNS]
+        if resume_after is not None and self.path.exists():
+            with open(self.path, newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r.get("iteration", "").isdigit() and int(r["iteration"]) <= resume_after]
+            with atomic_write(self.path) as f:
+                writer = csv.DictWriter(f, fieldnames=self.columns, restval="", extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
+            self._file = open(self.path, "a", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
+        else:
+            self._file = open(self.path, "w", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
+            self._writer.writeheader()
+        self._sync()
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        unknown = set(row) - set(self.columns)
+        if unknown:
+            raise KeyError(f"metrics row has columns not declared up front: {sorted(unknown)}")
+        self._writer.writerow({k: _fmt(v) for k, v in row.items()})
+        self._sync()
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def learning_curve_area(path: Path) -> float:
+    """Area under the learning curve: the mean test accuracy over iterations 0..N of a metrics.csv.
+
+    The mean of the ``test_acc`` column as written (a curve on a grid of equal steps, so the mean
+    is the normalised area); ``ladarun-table`` computes the same number from the same file.
+    """
+    with open(path, newline="") as f:
+        accs = [float(r["test_acc"]) for r in csv.DictReader(f)]
+    return sum(accs) / len(accs) if accs else float("nan")
+
+
+# --- the checkpoint -------------------------------------------------------------------------
+def rng_state(generator: Any) -> dict[str, Any]:
+    """Every random stream a run draws from, so a resumed run continues exactly."""
+    import torch
+
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "active_learning": generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any], generator: Any) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][: torch.cuda.device_count()])
+    generator.set_state(state["active_learning"].cpu())
+
+
+class Checkpoint:
+    """``checkpoint.pt`` of a run directory: the state after the last finished iteration.
+
+    ``fingerprint`` identifies the configuration that writes it; loading one written under
+    another fingerprint is refused, so a run never continues another run's state.
+    """
+
+    def __init__(self, path: Path, fingerprint: Optional[str] = None):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+
+    def load(self, device: Any) -> Optional[dict[str, Any]]:
+        if not self.path.exists():
+            return None
+        import torch
+
+        # weights_only=False: the file holds RNG states (NumPy arrays, tuples), and it is our own.
+        state = torch.load(self.path, map_location=device, weights_only=False)
+        if self.fingerprint is not None and state.get("fingerprint") != self.fingerprint:
+            raise ConfigError(
+                f"{self.path} was written by a run with a different configuration; resume it with its own "
+                "configuration, or choose another directory with hydra.run.dir=... (or delete the checkpoint)"
+            )
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        import torch
+
+        with atomic_write(self.path, "wb") as f:
+            torch.save({**state, "fingerprint": self.fingerprint}, f)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+# --- guarding a run directory ---------------------------------------------------------------
+def comparable(config: dict) -> dict:
+    """``config`` without the keys that do not change what a run measures."""
+    return {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS + INDIRECT_KEYS}
+
+
+def fingerprint(config: dict) -> str:
+    """A hash of everything in ``config`` that changes a run's results."""
+    return hashlib.sha256(json.dumps(comparable(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _previous_config(out_dir: Path) -> Optional[dict]:
+    """The config of the run already in ``out_dir`` (finished or resumable), if any."""
+    summary_path = out_dir / SUMMARY
+    if summary_path.exists():
+        return json.loads(summary_path.read_text()).get("run", {}).get("config", {})
+    if (out_dir / CHECKPOINT).exists() and (out_dir / RUN_CONFIG).exists():
+        return json.loads((out_dir / RUN_CONFIG).read_text())
+    return None
+
+
+def check_existing(out_dir: Path, config: dict) -> Optional[float]:
+    """Guard what ``out_dir`` already holds before a run starts there.
+
+    Returns the best accuracy of a finished run of this same config (the caller skips it),
+    or None when the run should start or resume. Raises ConfigError when ``out_dir`` holds a
+    finished or resumable run of a *different* config, so a new run never overwrites results.
+    """
+    previous = _previous_config(out_dir)
+    if previous is None:
+        return None
+    before, now = comparable(previous), comparable(config)
+    if before == now:
+        summary_path = out_dir / SUMMARY
+        return float(json.loads(summary_path.read_text())["best_acc"]) if summary_path.exists() else None
+    hydra_config = out_dir / ".hydra" / "config.yaml"
+    if hydra_config.exists() and previous:
+        # Hydra has just overwritten the earlier run's config with the new one: put it back.
+        hydra_config.write_text(OmegaConf.to_yaml(OmegaConf.create(previous)))
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    state = "finished" if (out_dir / SUMMARY).exists() else "resumable (unfinished)"
+    raise ConfigError(
+        f"{out_dir} already holds a {state} run with a different configuration (differs in: {', '.join(changed)}); "
+        "choose another directory with hydra.run.dir=... or move the old run away"
+    )
