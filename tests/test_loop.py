@@ -25,7 +25,8 @@ def toy_data(n_train=120, n_test=40, classes=3) -> ActiveDataset:
 
 
 def tiny_protocol(**kw) -> Protocol:
-    base = dict(iterations=3, initial_per_class=2, query=5, pool_subset=30, initial_epochs=2, epochs=1, batch_size=4)
+    base = dict(iterations=3, initial_per_class=2, query=5, pool_subset=30, initial_epochs=2, epochs=1, batch_size=4,
+                lr=1e-3, reinit=False, eval_batch_size=1000, score_batch_size=100)
     base.update(kw)
     return Protocol(**base)
 
@@ -142,17 +143,17 @@ def test_initial_labeled_set_is_class_balanced():
 
 def test_budget_errors_name_the_fix():
     with pytest.raises(ConfigError, match="larger than the unlabeled pool"):
-        check_budget(Protocol(query=50, pool_subset=None), n_train=40, n_initial=4)
+        check_budget(tiny_protocol(query=50, pool_subset=None), n_train=40, n_initial=4)
     with pytest.raises(ConfigError, match="iterations <= 3"):
-        check_budget(Protocol(iterations=10, query=10, pool_subset=None), n_train=40, n_initial=4)
+        check_budget(tiny_protocol(iterations=10, query=10, pool_subset=None), n_train=40, n_initial=4)
 
 
 @pytest.mark.parametrize("bad", [0, -3])
 def test_non_positive_iterations_is_an_error(bad):
     with pytest.raises(ConfigError, match="protocol.iterations must be a positive integer"):
-        Protocol(iterations=bad)
+        tiny_protocol(iterations=bad)
 
 
 def test_pool_subset_smaller_than_query_is_an_error():
     with pytest.raises(ConfigError, match="pool_subset"):
-        Protocol(query=10, pool_subset=5)
+        tiny_protocol(query=10, pool_subset=5)

@@ -9,19 +9,24 @@ from .errors import ConfigError
 
 @dataclass
 class Protocol:
-    """One preset of conf/protocol/. Every field is overridable, e.g. ``protocol.iterations=5``."""
+    """The budgets and training schedule of Algorithm 1 (docs/methods.md §1).
 
-    iterations: int = 100  # acquisition iterations after the initial training
-    initial_per_class: int = 2  # class-balanced initial labeled set
-    query: int = 10  # points labeled per iteration (b)
-    pool_subset: Optional[int] = 2000  # candidates scored per iteration; None = the whole pool
-    initial_epochs: int = 50  # epochs on the initial labeled set
-    epochs: int = 50  # epochs after every acquisition
-    batch_size: int = 10
-    lr: float = 1e-3  # Adam, betas (0.9, 0.999), no weight decay, no schedule
-    reinit: bool = False  # False: model and Adam state persist across iterations (warm start)
-    eval_batch_size: int = 1000
-    score_batch_size: int = 100
+    The values live in one place, the ``protocol`` node of conf/config.yaml (the paper's), which
+    the presets of conf/protocol/ override; every field is overridable, e.g.
+    ``protocol.iterations=5``.
+    """
+
+    iterations: int  # acquisition iterations after the initial training
+    initial_per_class: int  # class-balanced initial labeled set
+    query: int  # points labeled per iteration (b)
+    pool_subset: Optional[int]  # candidates scored per iteration; None = the whole pool
+    initial_epochs: int  # epochs on the initial labeled set
+    epochs: int  # epochs after every acquisition
+    batch_size: int
+    lr: float  # Adam
+    reinit: bool  # False: model and Adam state persist across iterations (warm start)
+    eval_batch_size: int
+    score_batch_size: int
 
     def __post_init__(self) -> None:
         positive = {

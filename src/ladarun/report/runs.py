@@ -167,7 +167,8 @@ def default_config(config: dict[str, Any]) -> dict[str, Any]:
     """What ladarun composes with no overrides for the choices ``config`` made.
 
     conf/config.yaml, then conf/<group>/<name>.yaml for the run's dataset, model, acquisition
-    and augment names, then its protocol file (a global package: ``protocol`` and ``aux``).
+    and augment names, then its protocol preset merged over them (a global package that sets
+    ``protocol`` keys over config.yaml's, ``aux`` and the model's dropout).
     Unresolved, as Hydra writes .hydra/config.yaml; empty when conf/ is not beside the package
     (then no setting counts as the default one).
     """
@@ -178,8 +179,8 @@ def default_config(config: dict[str, Any]) -> dict[str, Any]:
     for group in _GROUPS:
         name = (config.get(group) or {}).get("name")
         out[group] = dict(_conf_file(f"{group}/{name}.yaml") or {"name": name})
-    out.update(_conf_file(f"protocol/{(config.get('protocol') or {}).get('name')}.yaml") or {})
-    return out
+    preset = _conf_file(f"protocol/{(config.get('protocol') or {}).get('name')}.yaml") or {}
+    return OmegaConf.to_container(OmegaConf.merge(out, preset), resolve=False)
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
