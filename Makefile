@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.ladarun-installed
 
 RUNS   ?= outputs
 
-.PHONY: demo test test-all bench table1 figures clean-outputs
+.PHONY: demo test test-all lint format bench table1 figures clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ test: $(STAMP)  ## the fast suite
 
 test-all: $(STAMP)  ## everything, slow tests included
 	$(PY) -m pytest -q
+
+lint: $(STAMP)  ## ruff (lint and format check) on every Python file, mypy on src/ (part of .ci/run)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/mypy
+
+format: $(STAMP)  ## apply ruff's formatter and its safe fixes
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
 
 bench: $(STAMP)  ## whole-run wall time/memory (benchmarks/results.md), then the Time column, loop overhead and per-row memory (benchmarks/bench.md)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -42,7 +42,7 @@ LAUNCHER_PLUGINS = {
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """Instantiate an option from its ``_target_``; ``name`` is the option's label, not an argument."""
-    params = OmegaConf.to_container(node, resolve=True)
+    params = cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))  # a DictConfig gives a dict
     params.pop("name", None)
     try:
         return instantiate(params, **kwargs)
@@ -63,7 +63,7 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     from .state import CHECKPOINT, FAILURE, METRICS, RUN_CONFIG, check_existing, fingerprint, write_json_atomic
 
     out_dir = Path(out_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig gives a dict
     done = check_existing(out_dir, config)
     if done is not None:
         log.info("Run in %s is already finished (best accuracy %.2f%%); skipping it.", out_dir, done)

@@ -59,7 +59,8 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     ``path``. A kill mid-write leaves the old file intact (and at worst a stray ``.tmp``)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
+    newline = None if "b" in mode else ""  # None: the default, the only value binary mode takes
+    with open(tmp, mode, newline=newline) as f:
         yield f
         f.flush()
         os.fsync(f.fileno())

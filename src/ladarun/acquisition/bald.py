@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.staged import StagedClassifier
 from .base import Acquisition, AcquisitionContext, PairScorer, pair_lambdas, top_k
 from .passes import check_enough_candidates, eval_mode
 from .uncertainty import entropy_bits
@@ -77,7 +78,7 @@ class BALD(Acquisition):
             raise ConfigError(NO_DROPOUT)
         return float(dropout.p)
 
-    def mc_scores(self, model: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    def mc_scores(self, model: StagedClassifier, pooled: torch.Tensor) -> torch.Tensor:
         """(B,) mutual information from pooled features (B, D): T dropout masks, one ``fc``.
 
         Only dropout is stochastic (``F.dropout`` with training=True, drawn from torch's RNG

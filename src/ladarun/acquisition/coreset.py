@@ -8,6 +8,8 @@ chunk x |labeled| block, never pool x pool.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ..errors import ConfigError
@@ -72,7 +74,7 @@ class Coreset(Acquisition):
             raise ConfigError(f"acquisition.chunk_elements must be a positive integer, got {chunk_elements!r}")
         self.whole_pool = bool(whole_pool)
         self.chunk_elements = int(chunk_elements)
-        self._radius = None
+        self._radius: Optional[torch.Tensor] = None  # the last selection's covering radius
 
     def select(self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
         if self.whole_pool:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.staged import StagedClassifier
 
 
 @contextmanager
@@ -25,7 +26,7 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def embeddings_and_logits(
-    model: nn.Module, x: torch.Tensor, indices: torch.Tensor, batch_size: int
+    model: StagedClassifier, x: torch.Tensor, indices: torch.Tensor, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The pooled penultimate vectors ``model.embed`` and the logits of ``x[indices]``, eval mode.
 

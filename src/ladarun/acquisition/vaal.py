@@ -178,12 +178,12 @@ class VAAL(Acquisition):
         for key, value in (("steps", steps), ("vae_steps", vae_steps), ("batch_size", batch_size), ("latent_dim", latent_dim)):
             if int(value) != value or value < 1:
                 raise ConfigError(f"acquisition.{key} must be a positive integer, got {value!r}")
-        for key, value in (("lr", lr), ("width", width)):
-            if not value > 0:
-                raise ConfigError(f"acquisition.{key} must be > 0, got {value!r}")
-        for key, value in (("beta", beta), ("adversary_weight", adversary_weight)):
-            if not value >= 0:
-                raise ConfigError(f"acquisition.{key} must be >= 0, got {value!r}")
+        for key, positive in (("lr", lr), ("width", width)):
+            if not positive > 0:
+                raise ConfigError(f"acquisition.{key} must be > 0, got {positive!r}")
+        for key, weight in (("beta", beta), ("adversary_weight", adversary_weight)):
+            if not weight >= 0:
+                raise ConfigError(f"acquisition.{key} must be >= 0, got {weight!r}")
         self.steps, self.vae_steps, self.batch_size = int(steps), int(vae_steps), int(batch_size)
         self.latent_dim, self.lr, self.beta = int(latent_dim), float(lr), float(beta)
         self.adversary_weight, self.width = float(adversary_weight), float(width)
@@ -197,14 +197,20 @@ class VAAL(Acquisition):
     # --- the networks ------------------------------------------------------------------------
     def _build(self, in_channels: int, device: torch.device) -> None:
         self.in_channels = in_channels
-        self.vae = VAE(in_channels, self.latent_dim, self.width).to(device)
-        self.disc = Discriminator(self.latent_dim).to(device)
-        self.vae_opt = torch.optim.Adam(self.vae.parameters(), lr=self.lr)
-        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=self.lr)
+        self.vae = vae = VAE(in_channels, self.latent_dim, self.width).to(device)
+        self.disc = disc = Discriminator(self.latent_dim).to(device)
+        self.vae_opt = torch.optim.Adam(vae.parameters(), lr=self.lr)
+        self.disc_opt = torch.optim.Adam(disc.parameters(), lr=self.lr)
         log.info(
-            "VAAL: VAE with %d parameters (width %g), discriminator with %d", count_parameters(self.vae), self.width,
-            count_parameters(self.disc),
+            "VAAL: VAE with %d parameters (width %g), discriminator with %d", count_parameters(vae), self.width,
+            count_parameters(disc),
         )
+
+    def _parts(self) -> tuple[VAE, Discriminator, torch.optim.Optimizer, torch.optim.Optimizer]:
+        """The VAE, D and their optimizers; only once built (``_build``)."""
+        assert self.vae is not None and self.disc is not None
+        assert self.vae_opt is not None and self.disc_opt is not None
+        return self.vae, self.disc, self.vae_opt, self.disc_opt
 
     @staticmethod
     def vae_input(x: torch.Tensor) -> torch.Tensor:
@@ -228,9 +234,11 @@ class VAAL(Acquisition):
         elif self.in_channels != x.shape[1]:
             raise ConfigError(f"VAAL's networks were built for {self.in_channels} channels, the data has {x.shape[1]}")
 
-    def _require_trained(self) -> None:
+    def _require_trained(self) -> tuple[VAE, Discriminator]:
+        """The VAE and D, once ``prepare`` built them."""
         if self.vae is None or self.disc is None:
             raise RuntimeError("VAAL.prepare(ctx) must run before VAAL scores anything")
+        return self.vae, self.disc
 
     def vae_parameters(self) -> int:
         return count_parameters(self.vae) if self.vae is not None else 0
@@ -250,7 +258,8 @@ class VAAL(Acquisition):
                 "and protocol.iterations x protocol.query against the dataset size"
             )
         self._ensure_built(ctx)
-        vae, disc, x = self.vae, self.disc, ctx.data.x_train
+        vae, disc, vae_opt, disc_opt = self._parts()
+        x = ctx.data.x_train
         # All batch indices at once from the run's generator: one host-to-device copy, and no
         # host sync inside the loop (the losses stay on the device too).
         shape = (self.steps, self.vae_steps + 1, self.batch_size)
@@ -276,22 +285,22 @@ class VAAL(Acquisition):
                     adv = F.binary_cross_entropy_with_logits(disc(mu_l).float(), ones) + F.binary_cross_entropy_with_logits(
                         disc(mu_u).float(), ones
                     )
-                    self.vae_opt.zero_grad(set_to_none=True)
+                    vae_opt.zero_grad(set_to_none=True)
                     (rec + self.adversary_weight * adv).backward()
-                    self.vae_opt.step()
+                    vae_opt.step()
                 with torch.no_grad():
                     mu_l = vae.encode(self.vae_input(x[lab_idx[step, -1]]))[0]
                     mu_u = vae.encode(self.vae_input(x[pool_idx[step, -1]]))[0]
                 d_loss = F.binary_cross_entropy_with_logits(disc(mu_l).float(), ones) + F.binary_cross_entropy_with_logits(
                     disc(mu_u).float(), zeros
                 )
-                self.disc_opt.zero_grad(set_to_none=True)
+                disc_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
-                self.disc_opt.step()
+                disc_opt.step()
                 if step >= self.steps - tail:
                     vae_sum += rec.detach()
                     disc_sum += d_loss.detach()
-        self.disc_opt.zero_grad(set_to_none=True)  # the VAE steps left gradients in D
+        disc_opt.zero_grad(set_to_none=True)  # the VAE steps left gradients in D
         vae.eval()
         disc.eval()
         for p in disc.parameters():  # frozen until the next prepare: scores differentiate in lambda only
@@ -307,9 +316,9 @@ class VAAL(Acquisition):
         handed no running buffers, so ``running_mean``/``running_var``/``num_batches_tracked`` are
         left exactly as they were (scoring changes no state; a resumed run scores identically).
         """
-        self._require_trained()
-        with batch_statistics(self.vae):
-            return self.vae.encode(self.vae_input(x))[0].float()
+        vae, _ = self._require_trained()
+        with batch_statistics(vae):
+            return vae.encode(self.vae_input(x))[0].float()
 
     @torch.no_grad()
     def latent_means(self, ctx: AcquisitionContext, indices: torch.Tensor) -> torch.Tensor:
@@ -333,9 +342,9 @@ class VAAL(Acquisition):
 
     def unlabeled_logit(self, mu: torch.Tensor) -> torch.Tensor:
         """``-logit D(mu)``, the logit of ``1 - D(mu)``: the same order, without its saturation."""
-        self._require_trained()
-        with eval_mode(self.disc):
-            return -self.disc(mu).float()
+        _, disc = self._require_trained()
+        with eval_mode(disc):
+            return -disc(mu).float()
 
     def score_latent(self, mu: torch.Tensor) -> torch.Tensor:
         """``1 - D(mu)`` for latent means (..., latent_dim) -> (...); differentiable in ``mu``."""
@@ -387,12 +396,13 @@ class VAAL(Acquisition):
     def state_dict(self) -> dict[str, Any]:
         if self.vae is None:
             return {}
+        vae, disc, vae_opt, disc_opt = self._parts()
         return {
             "in_channels": self.in_channels,
-            "vae": self.vae.state_dict(),
-            "disc": self.disc.state_dict(),
-            "vae_opt": self.vae_opt.state_dict(),
-            "disc_opt": self.disc_opt.state_dict(),
+            "vae": vae.state_dict(),
+            "disc": disc.state_dict(),
+            "vae_opt": vae_opt.state_dict(),
+            "disc_opt": disc_opt.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -400,10 +410,11 @@ class VAAL(Acquisition):
             return
         device = next(iter(state["vae"].values())).device
         self._build(int(state["in_channels"]), device)
-        self.vae.load_state_dict(state["vae"])
-        self.disc.load_state_dict(state["disc"])
-        self.vae_opt.load_state_dict(state["vae_opt"])
-        self.disc_opt.load_state_dict(state["disc_opt"])
+        vae, disc, vae_opt, disc_opt = self._parts()
+        vae.load_state_dict(state["vae"])
+        disc.load_state_dict(state["disc"])
+        vae_opt.load_state_dict(state["vae_opt"])
+        disc_opt.load_state_dict(state["disc_opt"])
 
 
 class _LatentPairScorer(PairScorer):

@@ -197,8 +197,14 @@ class AdaMixup(Augment):
         self.discriminator = IntrusionDiscriminator(embed_dim, num_classes).to(device)
         self.optimizer, self._adam_state = None, []
 
+    def _networks(self) -> tuple[PolicyRegionGenerator, IntrusionDiscriminator]:
+        """pi and phi; only once built (``_build``)."""
+        assert self.policy is not None and self.discriminator is not None
+        return self.policy, self.discriminator
+
     def _aux_params(self) -> list[nn.Parameter]:
-        return list(self.policy.parameters()) + list(self.discriminator.parameters())
+        policy, discriminator = self._networks()
+        return list(policy.parameters()) + list(discriminator.parameters())
 
     def _join(self, optimizer: torch.optim.Optimizer) -> None:
         """Add pi and phi to ``optimizer`` (once per optimizer), carrying their Adam state over."""
@@ -220,7 +226,8 @@ class AdaMixup(Augment):
 
     def _check_shapes(self, data, model: StagedClassifier) -> None:
         want = (data.in_channels, data.image_size, model.embed_dim, data.num_classes)
-        have = (self.policy.in_channels, self.policy.image_size, self.discriminator.embed_dim, self.discriminator.num_classes)
+        policy, discriminator = self._networks()
+        have = (policy.in_channels, policy.image_size, discriminator.embed_dim, discriminator.num_classes)
         if want != have:
             raise ConfigError(
                 "AdaMixup's networks were built for {}x{s}x{s} images and a {}-d embedding with {} classes, but this "
@@ -323,14 +330,15 @@ class AdaMixup(Augment):
     def state_dict(self) -> dict[str, Any]:
         if self.policy is None:
             return {}
+        policy, discriminator = self._networks()
         if self.optimizer is not None:
             adam = [dict(self.optimizer.state.get(p, {})) for p in self._aux_params()]
         else:
             adam = self._adam_state
         return {
-            "shapes": (self.policy.in_channels, self.policy.image_size, self.discriminator.embed_dim, self.discriminator.num_classes),
-            "policy": self.policy.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
+            "shapes": (policy.in_channels, policy.image_size, discriminator.embed_dim, discriminator.num_classes),
+            "policy": policy.state_dict(),
+            "discriminator": discriminator.state_dict(),
             "adam_state": adam,  # pi's and phi's entries of the shared optimizer, in _aux_params order
         }
 
@@ -345,8 +353,9 @@ class AdaMixup(Augment):
         in_channels, image_size, embed_dim, num_classes = state["shapes"]
         device = next(iter(state["policy"].values())).device
         self._build(in_channels, image_size, embed_dim, num_classes, device)
-        self.policy.load_state_dict(state["policy"])
-        self.discriminator.load_state_dict(state["discriminator"])
+        policy, discriminator = self._networks()
+        policy.load_state_dict(state["policy"])
+        discriminator.load_state_dict(state["discriminator"])
         self._adam_state = [dict(s) for s in state["adam_state"]]  # pi and phi join the optimizer at the next step
 
 

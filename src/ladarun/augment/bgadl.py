@@ -87,28 +87,37 @@ class BGADL(Augment):
         self.betas = (float(betas[0]), float(betas[1]))
         self.recon_weight = float(recon_weight)
         self.shape: Optional[tuple[int, int, int]] = None  # (channels, image size, classes) of the networks
-        self.encoder = self.generator = self.discriminator = None
+        self.encoder: Optional[Encoder] = None
+        self.generator: Optional[Generator] = None
+        self.discriminator: Optional[Discriminator] = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.synthetic_x: Optional[torch.Tensor] = None
         self.synthetic_y: Optional[torch.Tensor] = None
         self._metrics: dict[str, float] = {}
-        self._range_key, self._range = None, None
+        self._range_key: Optional[tuple[int, tuple[int, ...]]] = None
+        self._range: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     # --- networks ------------------------------------------------------------------------------
     def _build(self, shape: tuple[int, int, int], device: torch.device) -> None:
         channels, size, classes = shape
         check_image_size(size)
         self.shape = shape
-        self.encoder = Encoder(channels, size, self.latent_dim, self.encoder_hidden).to(device)
-        self.generator = Generator(channels, size, classes, self.latent_dim, self.width).to(device)
-        self.discriminator = Discriminator(channels, size, self.width).to(device)
+        self.encoder = encoder = Encoder(channels, size, self.latent_dim, self.encoder_hidden).to(device)
+        self.generator = generator = Generator(channels, size, classes, self.latent_dim, self.width).to(device)
+        self.discriminator = discriminator = Discriminator(channels, size, self.width).to(device)
         self.optimizers = {
             name: torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas)
-            for name, net in (("encoder", self.encoder), ("generator", self.generator), ("discriminator", self.discriminator))
+            for name, net in (("encoder", encoder), ("generator", generator), ("discriminator", discriminator))
         }
 
+    def _networks(self) -> tuple[Encoder, Generator, Discriminator]:
+        """E, G and D; only once built (``shape`` is set)."""
+        assert self.encoder is not None and self.generator is not None and self.discriminator is not None
+        return self.encoder, self.generator, self.discriminator
+
     def _nets(self) -> dict[str, torch.nn.Module]:
-        return {"encoder": self.encoder, "generator": self.generator, "discriminator": self.discriminator}
+        enc, gen, disc = self._networks()
+        return {"encoder": enc, "generator": gen, "discriminator": disc}
 
     def _check_shape(self, data: ActiveDataset) -> None:
         shape = (data.in_channels, data.image_size, data.num_classes)
@@ -131,6 +140,7 @@ class BGADL(Augment):
         key = (data.x_train.data_ptr(), tuple(data.x_train.shape))
         if key != self._range_key:
             self._range_key, self._range = key, pixel_range(data.x_train)
+        assert self._range is not None
         return self._range
 
     # --- acquisition ---------------------------------------------------------------------------
@@ -164,6 +174,7 @@ class BGADL(Augment):
         if self.synthetic_x is None:
             self.synthetic_x, self.synthetic_y = x_new, y_new.clone()
         else:
+            assert self.synthetic_y is not None  # set together with synthetic_x
             self.synthetic_x = torch.cat([self.synthetic_x, x_new])
             self.synthetic_y = torch.cat([self.synthetic_y, y_new])
         enc, gen, disc = losses[-1].tolist()
@@ -177,7 +188,7 @@ class BGADL(Augment):
         Batches are near-equal splits of a shuffled L of at most ``batch_size`` each (never a
         batch of one, which BatchNorm1d cannot train on). No host sync.
         """
-        enc, gen, disc = self.encoder, self.generator, self.discriminator
+        enc, gen, disc = self._networks()
         opt = self.optimizers
         for net in (enc, gen, disc):
             net.train()
@@ -226,14 +237,16 @@ class BGADL(Augment):
         E and G stay in train mode (batch statistics over the acquired points), the mode
         they are trained in; their running statistics are never used.
         """
-        mu, logvar = self.encoder((x - lo) / (hi - lo))
+        enc, gen, _ = self._networks()
+        mu, logvar = enc((x - lo) / (hi - lo))
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.generator(z, y) * (hi - lo) + lo
+        return gen(z, y) * (hi - lo) + lo
 
     # --- training data -------------------------------------------------------------------------
     def extra_training_data(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         if self.synthetic_y is None:
             return None
+        assert self.synthetic_x is not None  # set together with synthetic_y
         return self.synthetic_x, self.synthetic_y
 
     def metrics(self) -> dict[str, float]:

@@ -27,6 +27,7 @@ import torch
 
 from ..acquisition.base import Acquisition, AcquisitionContext, PairScorer, top_k
 from ..errors import ConfigError
+from ..models.staged import StagedClassifier
 from .base import Augment
 from .mixing import LAMBDA_EPS, beta, virtual_step
 from .policy import LambdaNet, count_parameters
@@ -62,7 +63,7 @@ def draw_layer(layers: Sequence[int], generator: torch.Generator) -> int:
 
 
 @torch.no_grad()
-def cached_features(model: torch.nn.Module, x: torch.Tensor, indices: torch.Tensor, k: int, batch: int) -> torch.Tensor:
+def cached_features(model: StagedClassifier, x: torch.Tensor, indices: torch.Tensor, k: int, batch: int) -> torch.Tensor:
     """h^k of ``x[indices]`` in eval mode, computed once per iteration (docs/methods.md §9.3 step 2)."""
     return torch.cat([model.features(x[chunk], k) for chunk in indices.split(batch)])
 
@@ -71,7 +72,7 @@ class InfoMixup(Augment):
     """LADA with InfoMixup (``augment=infomixup``); see the module docstring."""
 
     needs_per_instance_score = True
-    metric_names = ("mix_layer", "tau_mean", "virtual_score", "policy_loss")
+    metric_names: tuple[str, ...] = ("mix_layer", "tau_mean", "virtual_score", "policy_loss")
 
     def __init__(
         self,
@@ -200,6 +201,7 @@ class InfoMixup(Augment):
             last_loss = epoch_loss
             if epoch_loss < best_loss:
                 best_loss, best_tau = epoch_loss, tau_epoch
+        assert best_tau is not None  # policy_epochs >= 1, and the first epoch sets it either way
         return best_tau, last_loss
 
     # --- training ------------------------------------------------------------------------------

@@ -126,7 +126,8 @@ class InfoSTN(Augment):
         """
         x_all, device = ctx.data.x_train, ctx.data.x_train.device
         optimizer = torch.optim.Adam(stn.parameters(), lr=self.lr)
-        losses, snapshots = [], []
+        epoch_losses: list[torch.Tensor] = []
+        snapshots: list[dict[str, torch.Tensor]] = []
         for _ in range(self.epochs):
             order = inputs[torch.randperm(inputs.numel(), generator=ctx.generator).to(device)]
             total = torch.zeros((), device=device)
@@ -136,9 +137,9 @@ class InfoSTN(Augment):
                 loss.backward()
                 optimizer.step()
                 total += loss.detach() * rows.numel()
-            losses.append(total / inputs.numel())
+            epoch_losses.append(total / inputs.numel())
             snapshots.append({k: v.detach().clone() for k, v in stn.state_dict().items()})
-        losses = torch.stack(losses)
+        losses = torch.stack(epoch_losses)
         # argmin on the device; a NaN epoch makes the caller drop the STN anyway.
         best = torch.nan_to_num(losses, nan=float("inf")).argmin()
         stn.load_state_dict({k: torch.stack([s[k] for s in snapshots])[best] for k in snapshots[0]})

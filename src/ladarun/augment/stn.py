@@ -33,6 +33,8 @@ class SpatialTransformer(nn.Module):
     convolutions; there they are padded instead (a [D] choice; the paper's datasets never hit it).
     """
 
+    identity: torch.Tensor  # buffer: [I | 0], (2, 3)
+
     def __init__(self, in_channels: int, image_size: int, bound: Optional[float] = 0.25):
         super().__init__()
         if bound is not None and not bound > 0:

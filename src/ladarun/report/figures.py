@@ -22,10 +22,11 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import matplotlib
 import pandas as pd
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
 
 from .table import DATASET_LABELS, AggregateError, aggregate
@@ -33,7 +34,7 @@ from .rows import GROUPS, OTHER_GROUP, position
 
 VIRTUAL_SCORE = "virtual_score"
 REFERENCE = "random"  # the Table 1 row drawn in every accuracy panel as the reference curve
-REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.6}
+REFERENCE_STYLE: dict[str, Any] = {"color": "black", "linestyle": "--", "linewidth": 1.6}
 
 
 def _slug(text: str) -> str:
@@ -66,7 +67,9 @@ def _mean_std(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
 
 # Distinct colours within a panel (a Table 1 group has at most 7 rows besides Random); the
 # virtual-score figure uses the same cycle. Black is kept for the Random reference.
-COLORS = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]  # tab10 without its grey
+# tab10 is a ListedColormap whose .colors are RGB tuples (the stubs type it as any Colormap / ArrayLike).
+_TAB10 = cast(Sequence[tuple[float, float, float]], cast(ListedColormap, matplotlib.colormaps["tab10"]).colors)
+COLORS = [c for i, c in enumerate(_TAB10) if i != 7]  # tab10 without its grey
 
 
 def _plot(ax, stats: pd.DataFrame, x: str, label: str, index: int = 0, **style) -> None:

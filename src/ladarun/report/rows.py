@@ -13,7 +13,7 @@ import csv
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Optional
+from typing import Any, Optional, cast
 
 from omegaconf import OmegaConf
 
@@ -70,7 +70,8 @@ def method_pair(key: str) -> tuple[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"Table 1 row {key!r} has no method config; add {path}")
     choices = {}
-    for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []):
+    method = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(path)))  # a method config is a mapping
+    for entry in method.get("defaults", []):
         for option, value in (entry.items() if isinstance(entry, dict) else ()):
             choices[option.removeprefix("override ").strip("/")] = value
     return choices["acquisition"], choices["augment"]

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import pandas as pd
 from omegaconf import OmegaConf
@@ -99,7 +99,8 @@ class Run:
             return {}, {}
         unresolved = Run(self.path, config=config).details
         try:
-            resolved = Run(self.path, config=OmegaConf.to_container(OmegaConf.create(config), resolve=True)).details
+            resolved_config = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.create(config), resolve=True))
+            resolved = Run(self.path, config=resolved_config).details
         except OmegaConfBaseException:
             resolved = unresolved
         return flatten(unresolved), flatten(resolved)
@@ -160,15 +161,15 @@ def _conf_file(relpath: str) -> Optional[dict[str, Any]]:
     if not isinstance(config, dict):
         return None
     config.pop("defaults", None)
-    return config
+    return cast(dict[str, Any], config)  # YAML mapping keys are strings
 
 
 def default_config(config: dict[str, Any]) -> dict[str, Any]:
     """What ladarun composes with no overrides for the choices ``config`` made.
 
     conf/config.yaml, then conf/<group>/<name>.yaml for the run's dataset, model, acquisition
-    and augment names, then its protocol preset merged over them (a global package that sets
-    ``protocol`` keys over config.yaml's, ``aux`` and the model's dropout).
+    and augment names, then conf/protocol_defaults.yaml and its protocol preset merged over them
+    (a global package: ``protocol`` keys, ``aux`` and the model's dropout).
     Unresolved, as Hydra writes .hydra/config.yaml; empty when conf/ is not beside the package
     (then no setting counts as the default one).
     """
@@ -179,8 +180,9 @@ def default_config(config: dict[str, Any]) -> dict[str, Any]:
     for group in _GROUPS:
         name = (config.get(group) or {}).get("name")
         out[group] = dict(_conf_file(f"{group}/{name}.yaml") or {"name": name})
+    shape = {"protocol": _conf_file("protocol_defaults.yaml") or {}}
     preset = _conf_file(f"protocol/{(config.get('protocol') or {}).get('name')}.yaml") or {}
-    return OmegaConf.to_container(OmegaConf.merge(out, preset), resolve=False)
+    return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.merge(out, shape, preset), resolve=False))
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -212,7 +214,7 @@ def _read_config(path: Path, summary: Optional[dict]) -> dict[str, Any]:
         config = OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=False)  # data_dir may be ${oc.env:...}
         if not isinstance(config, dict):
             raise ValueError(".hydra/config.yaml is not a mapping")
-        return config
+        return cast(dict[str, Any], config)  # YAML mapping keys are strings
     if summary is not None and summary.get("run", {}).get("config"):
         return summary["run"]["config"]
     if (path / "run_config.json").is_file():

@@ -129,6 +129,13 @@ def _variants(settings: dict[str, dict[str, Any]], defaults: dict[str, Any]) -> 
     return out
 
 
+def _measured(value: Optional[float]) -> float:
+    """An accuracy of a finished run, which always has one (load_run marks a finished run without
+    a full metrics.csv unusable)."""
+    assert value is not None
+    return value
+
+
 def _per_run(runs: Sequence[Run], column: str) -> float:
     """Mean of a metrics.csv column over iterations >= 1, pooled over runs (iteration 0 is the initial training)."""
     values = pd.concat([r.metrics.loc[r.metrics["iteration"] >= 1, column] for r in runs if r.metrics is not None])
@@ -247,8 +254,8 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
                 done = sorted((r for r in kept if r.finished), key=lambda r: r.seed)
                 row = kept[0].row
                 params = sorted({r.aux_params for r in done if r.aux_params is not None})
-                values = {"best": [r.best_acc for r in done], "final": [r.final_acc for r in done],
-                          "area": [r.area for r in done]}
+                values = {"best": [_measured(r.best_acc) for r in done], "final": [_measured(r.final_acc) for r in done],
+                          "area": [_measured(r.area) for r in done]}
                 cell_row = {
                     "section": sid,
                     "protocol": kept[0].protocol.get("name"),
