@@ -1,18 +1,15 @@
+"""Fixtures shared by the test modules; shared plain helpers are in helpers.py and runs_factory.py."""
+
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from ladarun.conf import CONF_DIR
-
-REPO = Path(__file__).resolve().parents[1]
-# CI clones the repo with shared/ beside it, as in the developers' checkouts.
-SHARED_DATA = REPO.parent / "shared" / "data"
-HAS_FASHION = (SHARED_DATA / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 
 @pytest.fixture
@@ -37,5 +34,14 @@ def compose_hydra() -> Callable[[Sequence[str]], DictConfig]:
     return _compose
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread, then restore the setting.
+
+    The acquisition tests push many tiny tensors; on a shared 2-core machine, two OpenMP threads
+    spin-waiting for each other made them up to ~100x slower than one thread.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

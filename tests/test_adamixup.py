@@ -3,8 +3,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ladarun.acquisition import MaxEntropy
 import ladarun.augment.adamixup as adamixup_module
+from helpers import (
+    CPU,
+    Crash,
+    context,
+    crash_at_evaluation,
+    read_csv,
+    tiny_protocol,
+    toy_data,
+    trained_model,
+    without_timings,
+)
+from ladarun.acquisition import MaxEntropy
 from ladarun.augment import AdaMixup
 from ladarun.augment.adamixup import (
     IntrusionDiscriminator,
@@ -19,10 +30,6 @@ from ladarun.errors import ConfigError
 from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn, resnet18
 from ladarun.training import train_epoch
-
-from test_infomixup import context, trained_model
-from test_loop import read_csv, tiny_protocol, toy_data
-from test_resume import Crash, crash_at_evaluation
 
 STEPS = 20  # AdaMixup steps in the short run (the region has left its start well before)
 
@@ -271,7 +278,7 @@ def test_a_non_finite_region_stops_the_run_with_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"^AdaMixup's policy region .* non-finite.*smaller augment\.lr") as err:
         run_active_learning(
             data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=_DivergesAtIteration2(),
-            protocol=tiny_protocol(query=4, pool_subset=20), out_dir=tmp_path, seed=0, device=torch.device("cpu"),
+            protocol=tiny_protocol(query=4, pool_subset=20), out_dir=tmp_path, seed=0, device=CPU,
             options=RunOptions(progress=False),
         )
     assert "\n" not in str(err.value)
@@ -291,7 +298,7 @@ def test_interrupted_run_resumes_exactly_with_the_shared_optimizer(tmp_path, mon
         return run_active_learning(
             data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=AdaMixup(),
             protocol=tiny_protocol(query=4, pool_subset=20, epochs=2, reinit=reinit), out_dir=out_dir, seed=3,
-            device=torch.device("cpu"), options=RunOptions(progress=False),
+            device=CPU, options=RunOptions(progress=False),
         )
 
     go(tmp_path / "straight")
@@ -304,8 +311,8 @@ def test_interrupted_run_resumes_exactly_with_the_shared_optimizer(tmp_path, mon
     assert len(ckpt["augment"]["adam_state"]) == len(list(PolicyRegionGenerator(1, 8).parameters())) + 4
     assert all(int(s["step"]) == 4 for s in ckpt["augment"]["adam_state"][:-4])  # pi: 2 steps x 2 epochs
     go(tmp_path / "resumed")
-    keep = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]  # noqa: E731
-    assert keep(read_csv(tmp_path / "resumed" / "metrics.csv")) == keep(read_csv(tmp_path / "straight" / "metrics.csv"))
+    resumed, straight = read_csv(tmp_path / "resumed" / "metrics.csv"), read_csv(tmp_path / "straight" / "metrics.csv")
+    assert without_timings(resumed) == without_timings(straight)
 
 
 def test_state_round_trip_and_shape_mismatch():

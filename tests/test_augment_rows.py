@@ -1,20 +1,15 @@
 """Table 1's augmentation baselines as whole runs: Ent w. AdaMixup, LADA_EntSTN(^fixed), BGADL."""
-import csv
 import json
 
 import pytest
-import torch
 
-import ladarun.loop as loop_module
+from helpers import CPU, crash_at_evaluation, read_csv, tiny_protocol, toy_data, without_timings
 from ladarun.acquisition import MaxEntropy
 from ladarun.augment import BGADL, AdaMixup, FixedInfoSTN, InfoSTN
 from ladarun.cli import run_from_config
 from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn
 
-from test_loop import tiny_protocol, toy_data
-
-CPU = torch.device("cpu")
 # Until BALD lands, BGADL runs with Max Entropy (its Table 1 row is acquisition=bald augment=bgadl).
 ROWS = {
     "adamixup": lambda: AdaMixup(),
@@ -28,11 +23,6 @@ COLUMNS = {
     "infostn_fixed": FixedInfoSTN.metric_names,
     "bgadl": BGADL.metric_names,
 }
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def run(out_dir, row, seed=0, **kw):
@@ -72,21 +62,12 @@ def test_each_row_runs_from_the_cli_config(compose_cfg, tmp_path, augment):
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, row):
     """E/G/D, their optimisers and the synthetic set (BGADL), pi and phi (AdaMixup) are in the checkpoint."""
     run(tmp_path / "straight", row, seed=1)
-    real, calls = loop_module.evaluate, {"n": 0}
-
-    def crash(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:  # iteration 2 trains, then dies before its row and checkpoint
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     with monkeypatch.context() as m:
-        m.setattr(loop_module, "evaluate", crash)
+        crash_at_evaluation(m, 3, KeyboardInterrupt)  # iteration 2 trains, then dies before its row and checkpoint
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path / "resumed", row, seed=1)
     assert len(read_csv(tmp_path / "resumed" / "metrics.csv")) == 2
     run(tmp_path / "resumed", row, seed=1)
-    keep = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]  # noqa: E731
     straight, resumed = read_csv(tmp_path / "straight" / "metrics.csv"), read_csv(tmp_path / "resumed" / "metrics.csv")
-    assert keep(resumed) == keep(straight)
+    assert without_timings(resumed) == without_timings(straight)
     assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["resumed_at"] == [2]

@@ -3,8 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acquisition_toys import LookAhead, check_smoke_run, make_ctx
-from acquisition_toys import one_thread  # noqa: F401  (the fixture pytestmark uses)
+from helpers import LookAhead, check_smoke_run, make_ctx
 from ladarun.acquisition import BADGE
 from ladarun.acquisition.badge import FactorisedDistances, gradient_embeddings, gradient_factors, kmeans_pp_seeding
 from ladarun.errors import ConfigError

@@ -3,8 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acquisition_toys import LookAhead, SMOKE, check_smoke_run, make_ctx
-from acquisition_toys import one_thread  # noqa: F401  (the fixture pytestmark uses)
+from helpers import SMOKE, LookAhead, check_smoke_run, make_ctx
 from ladarun.acquisition import BALD, mutual_information_bits
 from ladarun.acquisition.bald import mutual_information_from_logits
 from ladarun.cli import build, run_from_config

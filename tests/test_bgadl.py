@@ -4,6 +4,7 @@ import logging
 import pytest
 import torch
 
+from helpers import context, toy_data
 from ladarun.acquisition import MaxEntropy
 from ladarun.augment import BGADL
 from ladarun.augment.bgadl import pixel_range
@@ -12,9 +13,6 @@ from ladarun.augment.vae_acgan import Discriminator, Encoder, Generator
 from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
 from ladarun.models import cnn
-
-from test_infomixup import context
-from test_loop import toy_data
 
 
 def fashion_sized(n=40, channels=1, size=28, classes=10):

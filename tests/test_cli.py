@@ -1,28 +1,16 @@
 """The config tree, run_from_config, and the installed console script."""
-import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import HAS_FASHION, SHARED_DATA, group_options
+from helpers import HAS_FASHION, SHARED_DATA, SMOKE, group_options, ladarun, read_csv
 from ladarun.cli import build, run_from_config
 from ladarun.errors import ConfigError, DataNotFoundError
 from ladarun.state import BASE_COLUMNS
 
-LADARUN = Path(sys.executable).parent / "ladarun"
 GROUPS = ("dataset", "acquisition", "augment", "model", "protocol")
-SMOKE = ["dataset=synthetic", "protocol=smoke", "progress=false"]
-
-
-def rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -67,7 +55,7 @@ def test_defaults_and_protocol_presets(compose_cfg, monkeypatch):
 
 def test_smoke_run_on_synthetic_writes_the_csv(compose_cfg, tmp_path):
     best = run_from_config(compose_cfg(SMOKE + ["acquisition=var"]), tmp_path)
-    table = rows(tmp_path / "metrics.csv")
+    table = read_csv(tmp_path / "metrics.csv")
     assert [int(r["iteration"]) for r in table] == [0, 1, 2]
     assert [int(r["n_labeled"]) for r in table] == [8, 12, 16]  # 4 classes x 2, then +4 per iteration
     assert list(table[0]) == list(BASE_COLUMNS)
@@ -120,26 +108,22 @@ def test_smoke_run_on_real_fashion_mnist(compose_cfg, tmp_path):
     overrides = ["dataset=fashion", "protocol=smoke", "protocol.initial_epochs=20", "protocol.epochs=5"]
     cfg = compose_cfg(overrides + ["progress=false", f"data_dir={SHARED_DATA}"])
     run_from_config(cfg, tmp_path)
-    table = rows(tmp_path / "metrics.csv")
+    table = read_csv(tmp_path / "metrics.csv")
     assert [int(r["n_labeled"]) for r in table] == [20, 24, 28]
     assert all(0 <= float(r["test_acc"]) <= 100 for r in table)
     assert float(table[-1]["best_acc"]) > 35.0  # well above chance (10%) from 20-28 labels
 
 
 # --- the console script, in a subprocess -------------------------------------------------
-
-
-def ladarun(*args, cwd, env_extra=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    env.pop("LADARUN_DATA", None)
-    return subprocess.run([str(LADARUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+# The smoke run, --help and the unknown option stay in the fast suite (make test), so that it
+# catches a broken entry point; the slower runs are marked slow (make test-all).
 
 
 def test_console_script_runs_into_the_deterministic_run_dir(tmp_path):
     res = ladarun(*SMOKE, "acquisition=random", "seed=3", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     run_dir = tmp_path / "outputs" / "synthetic" / "random-none" / "seed3"
-    assert len(rows(run_dir / "metrics.csv")) == 3
+    assert len(read_csv(run_dir / "metrics.csv")) == 3
     assert (run_dir / "summary.json").exists()
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").acquisition.name == "random"
     assert "metrics.csv" in res.stdout + res.stderr

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from acquisition_toys import LookAhead, check_smoke_run, make_ctx
-from acquisition_toys import one_thread  # noqa: F401  (the fixture pytestmark uses)
+from helpers import LookAhead, check_smoke_run, make_ctx
 from ladarun.acquisition import Coreset, k_center_greedy
 from ladarun.errors import ConfigError
 

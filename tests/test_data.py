@@ -18,6 +18,8 @@ from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 from torchvision.datasets.utils import calculate_md5
 
+from helpers import CPU, SHARED_DATA
+from ladarun.conf import CONF_DIR
 from ladarun.data import (
     ActiveDataset,
     CIFAR10Source,
@@ -27,12 +29,8 @@ from ladarun.data import (
     SyntheticSource,
     random_crop_flip,
 )
-from ladarun.conf import CONF_DIR
 from ladarun.errors import ConfigError, DataNotFoundError
 
-CPU = torch.device("cpu")
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 

@@ -1,41 +1,21 @@
 """LADA's InfoMixup, its fixed ablation and the pipelined Manifold Mixup baseline (docs/methods.md §7, §9)."""
-import csv
 import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import CPU, context, crash_at_evaluation, read_csv, tiny_protocol, toy_data, trained_model, without_timings
 from ladarun.acquisition import MaxEntropy, VarRatio
-from ladarun.acquisition.base import Acquisition, AcquisitionContext, PairScorer
+from ladarun.acquisition.base import Acquisition, PairScorer
 from ladarun.augment import FixedInfoMixup, InfoMixup, ManifoldMixup
 from ladarun.augment import infomixup as infomixup_module
 from ladarun.augment import manifold_mixup as manifold_mixup_module
 from ladarun.augment.mixing import virtual_step
 from ladarun.augment.policy import LambdaNet, count_parameters
-from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
 from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn, resnet18
-from ladarun.training import train_epoch
-
-from test_loop import tiny_protocol, toy_data
-
-CPU = torch.device("cpu")
-
-
-def trained_model(data: ActiveDataset, epochs: int = 15, seed: int = 0, **model_options):
-    torch.manual_seed(seed)
-    model = cnn(data.in_channels, data.num_classes, width=8, image_size=data.image_size, **model_options)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    idx = torch.arange(0, data.y_train.numel(), 4)  # a quarter of the data: confident but not perfect
-    for _ in range(epochs):
-        train_epoch(model, opt, data.x_train, data.y_train, idx, 16)
-    return model.eval()
-
-
-def context(model, data, seed=0):
-    return AcquisitionContext(model, data, torch.arange(6), torch.Generator().manual_seed(seed), 50)
 
 
 def test_policy_network_sizes_match_the_paper():
@@ -279,11 +259,6 @@ def test_manifold_mixup_selects_by_the_acquisition_alone_and_mixes_the_new_point
     assert not torch.equal(calls[0][0], calls[1][0]) or not torch.equal(calls[0][1], calls[1][1])  # re-paired
 
 
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 ROWS = {
     "LADA_EntMix": (MaxEntropy, InfoMixup),
     "LADA_EntMix^fixed": (MaxEntropy, FixedInfoMixup),
@@ -309,8 +284,6 @@ def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
 
 
 def test_infomixup_run_resumes_exactly(tmp_path, monkeypatch):
-    import ladarun.loop as loop_module
-
     def go(out, **kw):
         return run_active_learning(
             data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=InfoMixup(policy_epochs=2),
@@ -318,18 +291,10 @@ def test_infomixup_run_resumes_exactly(tmp_path, monkeypatch):
         )
 
     go(tmp_path / "straight")
-    real, calls = loop_module.evaluate, {"n": 0}
-
-    def crash(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     with monkeypatch.context() as m:
-        m.setattr(loop_module, "evaluate", crash)
+        crash_at_evaluation(m, 3, KeyboardInterrupt)
         with pytest.raises(KeyboardInterrupt):
             go(tmp_path / "resumed")
     go(tmp_path / "resumed")
-    keep = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]  # noqa: E731
-    assert keep(read_csv(tmp_path / "resumed" / "metrics.csv")) == keep(read_csv(tmp_path / "straight" / "metrics.csv"))
+    resumed, straight = read_csv(tmp_path / "resumed" / "metrics.csv"), read_csv(tmp_path / "straight" / "metrics.csv")
+    assert without_timings(resumed) == without_timings(straight)

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import context, toy_data, trained_model
 from ladarun.acquisition import MaxEntropy
 from ladarun.acquisition.base import Acquisition, top_k
 from ladarun.augment import FixedInfoSTN, InfoSTN
@@ -14,9 +15,6 @@ from ladarun.augment.stn import SpatialTransformer
 from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
 from ladarun.models import cnn
-
-from test_infomixup import context, trained_model
-from test_loop import toy_data
 
 
 def test_stn_sizes_match_the_paper():

@@ -1,50 +1,44 @@
 """Sweeps through the launcher configs of conf/hydra/launcher/, with the console script in a subprocess."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import SMOKE, ladarun
 from ladarun.cli import check_launcher
-from ladarun.state import FAILURE
 from ladarun.errors import ConfigError
+from ladarun.state import FAILURE
 
-LADARUN = Path(sys.executable).parent / "ladarun"
-SMOKE = ["dataset=synthetic", "protocol=smoke", "progress=false"]
-
-
-def ladarun(*args, cwd):
-    # One torch thread per job: jobs run side by side, and oversubscribed threads spin.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("LADARUN_DATA", None)
-    return subprocess.run([str(LADARUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+# One torch thread per job: jobs run side by side, and oversubscribed threads spin.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def finished_seeds(root: Path) -> list[str]:
     return sorted(p.parent.name for p in root.glob("outputs/synthetic/ent-none/seed*/summary.json"))
 
 
+@pytest.mark.slow
 def test_two_job_sweep_through_joblib(tmp_path):
-    res = ladarun("-m", "hydra/launcher=local", *SMOKE, "seed=0,1", cwd=tmp_path)
+    res = ladarun("-m", "hydra/launcher=local", *SMOKE, "seed=0,1", cwd=tmp_path, env_extra=ONE_THREAD)
     assert res.returncode == 0, res.stderr
     assert "Joblib.Parallel(n_jobs=2" in res.stdout + res.stderr  # the joblib launcher ran them
     assert finished_seeds(tmp_path) == ["seed0", "seed1"]
 
 
+@pytest.mark.slow
 def test_two_job_sweep_through_submitit_local(tmp_path):
-    res = ladarun("-m", "hydra/launcher=submitit_local", *SMOKE, "seed=0,1", cwd=tmp_path)
+    res = ladarun("-m", "hydra/launcher=submitit_local", *SMOKE, "seed=0,1", cwd=tmp_path, env_extra=ONE_THREAD)
     assert res.returncode == 0, res.stderr
     assert "Submitit 'local' sweep" in res.stdout + res.stderr
     assert len(list((tmp_path / "outputs" / ".submitit").glob("*/*_result.pkl"))) == 2
     assert finished_seeds(tmp_path) == ["seed0", "seed1"]
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
     # synthetic's pool (192 points) cannot feed 2 x 100 queries, digits' can: job 0 fails, job 1 runs.
     res = ladarun("-m", "dataset=synthetic,digits", "protocol=smoke", "protocol.query=100", "protocol.pool_subset=null",
-                  "progress=false", cwd=tmp_path)
+                  "progress=false", cwd=tmp_path, env_extra=ONE_THREAD)
     assert res.returncode != 0  # the sweep reports the failure ...
     assert "set protocol.iterations <= 1" in res.stderr
     assert (tmp_path / "outputs" / "digits" / "ent-none" / "seed0" / "summary.json").exists()  # ... after job 1 ran
@@ -58,14 +52,14 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
 
 
 def test_unknown_launcher_is_one_line_naming_the_options(tmp_path):
-    res = ladarun("-m", "hydra/launcher=slrum", *SMOKE, cwd=tmp_path)
+    res = ladarun("-m", "hydra/launcher=slrum", *SMOKE, cwd=tmp_path, env_extra=ONE_THREAD)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
     assert "unknown launcher 'slrum'" in res.stderr and "slurm" in res.stderr and "submitit_local" in res.stderr
 
 
 def test_misspelled_launcher_key_is_named(tmp_path):
-    res = ladarun("-m", "hydra/launcher=local", "hydra.launcher.n_job=1", *SMOKE, cwd=tmp_path)
+    res = ladarun("-m", "hydra/launcher=local", "hydra.launcher.n_job=1", *SMOKE, cwd=tmp_path, env_extra=ONE_THREAD)
     assert res.returncode != 0
     assert "hydra.launcher.n_job" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "outputs" / "synthetic").exists()

@@ -1,57 +1,18 @@
-import csv
 import json
 
 import pytest
 import torch
 
-from ladarun.acquisition import MaxEntropy, RandomAcquisition
+from helpers import read_csv, tiny_protocol, toy_run
+from ladarun.acquisition import RandomAcquisition
 from ladarun.augment import Augment
-from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
-from ladarun.loop import RunOptions, check_budget, initial_labeled, run_active_learning
-from ladarun.models import cnn
-from ladarun.protocol import Protocol
+from ladarun.loop import check_budget, initial_labeled
 from ladarun.state import BASE_COLUMNS
-
-CPU = torch.device("cpu")
-
-
-def toy_data(n_train=120, n_test=40, classes=3) -> ActiveDataset:
-    g = torch.Generator().manual_seed(7)
-    protos = torch.randn(classes, 1, 8, 8, generator=g)
-    y = torch.arange(n_train + n_test) % classes
-    x = protos[y] + 0.5 * torch.randn(n_train + n_test, 1, 8, 8, generator=g)
-    return ActiveDataset("toy", x[:n_train], y[:n_train], x[n_train:], y[n_train:], classes)
-
-
-def tiny_protocol(**kw) -> Protocol:
-    base = dict(iterations=3, initial_per_class=2, query=5, pool_subset=30, initial_epochs=2, epochs=1, batch_size=4,
-                lr=1e-3, reinit=False, eval_batch_size=1000, score_batch_size=100)
-    base.update(kw)
-    return Protocol(**base)
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def run(tmp_path, acquisition=None, augment=None, seed=0, **kw):
-    return run_active_learning(
-        data=toy_data(),
-        model_factory=cnn,
-        acquisition=acquisition or MaxEntropy(),
-        augment=augment,
-        protocol=tiny_protocol(**kw),
-        out_dir=tmp_path,
-        seed=seed,
-        device=CPU,
-        options=RunOptions(progress=False),
-    )
 
 
 def test_run_writes_one_row_per_iteration_and_a_summary(tmp_path):
-    summary = run(tmp_path)
+    summary = toy_run(tmp_path)
     rows = read_csv(tmp_path / "metrics.csv")
     assert list(rows[0].keys()) == list(BASE_COLUMNS)
     assert [int(r["iteration"]) for r in rows] == [0, 1, 2, 3]
@@ -68,9 +29,9 @@ def test_run_writes_one_row_per_iteration_and_a_summary(tmp_path):
 
 
 def test_same_seed_same_csv_other_seed_differs(tmp_path):
-    run(tmp_path / "a", seed=1)
-    run(tmp_path / "b", seed=1)
-    run(tmp_path / "c", seed=2)
+    toy_run(tmp_path / "a", seed=1)
+    toy_run(tmp_path / "b", seed=1)
+    toy_run(tmp_path / "c", seed=2)
     a, b, c = (read_csv(tmp_path / d / "metrics.csv") for d in "abc")
     key = lambda rows: [(r["test_acc"], r["train_loss"]) for r in rows]  # noqa: E731
     assert key(a) == key(b)
@@ -89,14 +50,14 @@ def test_reinit_restarts_every_iteration_from_the_initial_weights(tmp_path, monk
         return real_train_epoch(model, optimizer, *args, **kwargs)
 
     monkeypatch.setattr(loop_module, "train_epoch", recording_train_epoch)
-    run(tmp_path, reinit=reinit, initial_epochs=1, epochs=1)
+    toy_run(tmp_path, reinit=reinit, initial_epochs=1, epochs=1)
     assert len(starts) == 4 and len(read_csv(tmp_path / "metrics.csv")) == 4
     for later in starts[1:]:
         assert torch.equal(later, starts[0]) == reinit
 
 
 def test_whole_pool_when_pool_subset_is_null(tmp_path):
-    run(tmp_path, pool_subset=None, acquisition=RandomAcquisition())
+    toy_run(tmp_path, pool_subset=None, acquisition=RandomAcquisition())
     assert int(read_csv(tmp_path / "metrics.csv")[-1]["n_labeled"]) == 21
 
 
@@ -124,7 +85,7 @@ class Recorder(Augment):
 
 def test_augment_seam_is_called_per_iteration_and_epoch(tmp_path):
     aug = Recorder()
-    run(tmp_path, augment=aug, epochs=3)
+    toy_run(tmp_path, augment=aug, epochs=3)
     rows = read_csv(tmp_path / "metrics.csv")
     assert "extra_steps" in rows[0]
     assert len(aug.acquired) == 3

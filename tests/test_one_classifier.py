@@ -4,16 +4,12 @@ Before this, ``acquisition=bald`` switched on head dropout for its own rows only
 BGADL started from another classifier than every other row: with the same seed and initial
 labeled set their iteration-0 accuracy differed from Random's.
 """
-import csv
-
 import pytest
 
 import ladarun.loop as loop_module
+from helpers import group_options, read_csv
 from ladarun.cli import run_from_config
 from ladarun.report.rows import rows as table1_rows
-
-from conftest import group_options
-
 
 METHODS = [row.key for row in table1_rows()]
 
@@ -43,8 +39,7 @@ def test_all_rows_reach_the_same_iteration_0_accuracy(compose_cfg, tmp_path, mon
         out = tmp_path / method
         with pytest.raises(_StopAfterInitialTraining):
             run_from_config(cfg, out)
-        with open(out / "metrics.csv") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_csv(out / "metrics.csv")
         assert rows[0]["iteration"] == "0"
         accuracy[method] = (rows[0]["test_acc"], rows[0]["train_loss"])
     assert len(accuracy) == 18

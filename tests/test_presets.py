@@ -1,7 +1,7 @@
 """Table 1 rows: the paper's table as data, conf/method/ (one file per row) and the sweep presets."""
 import pytest
 
-from conftest import group_options
+from helpers import group_options
 from ladarun.conf import CONF_DIR
 from ladarun.report.rows import GROUPS, method_pair, row_for, rows
 

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from ladarun.state import MetricsWriter, learning_curve_area
+from helpers import read_csv, toy_run
 from ladarun.report.runs import load_run
+from ladarun.state import MetricsWriter, learning_curve_area
 from runs_factory import write_run
-from test_loop import read_csv, run
 
 
 def test_learning_curve_area_is_the_mean_test_accuracy_over_iterations_0_to_n(tmp_path):
@@ -18,7 +18,7 @@ def test_learning_curve_area_is_the_mean_test_accuracy_over_iterations_0_to_n(tm
 
 
 def test_summary_json_has_the_area_and_the_table_reads_the_same(tmp_path):
-    run(tmp_path)
+    toy_run(tmp_path)
     accs = [float(r["test_acc"]) for r in read_csv(tmp_path / "metrics.csv")]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["area"] == pytest.approx(sum(accs) / len(accs))

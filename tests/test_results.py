@@ -1,12 +1,11 @@
 """The committed replication runs (results/<name>/) regenerate their committed tables exactly."""
-import csv
 import statistics
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from helpers import REPO, read_csv
 from ladarun.report.table import aggregate
 from ladarun.report.table import main as table_main
 
@@ -31,8 +30,7 @@ def test_committed_runs_regenerate_the_committed_table(folder: Path, tmp_path, m
 
 
 def _metrics(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in r.items() if k in ("test_acc", "acquire_s", "iteration")} for r in csv.DictReader(f)]
+    return [{k: float(v) for k, v in r.items() if k in ("test_acc", "acquire_s", "iteration")} for r in read_csv(run_dir / "metrics.csv")]
 
 
 @pytest.mark.parametrize("folder", RESULTS, ids=[p.name for p in RESULTS])

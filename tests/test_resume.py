@@ -4,34 +4,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-import ladarun.loop as loop_module
+from helpers import CPU, LADARUN, SMOKE, Crash, crash_at_evaluation, outcome, read_csv, tiny_protocol, toy_data
 from ladarun.acquisition import MaxEntropy
 from ladarun.errors import ConfigError
 from ladarun.loop import RunOptions, run_active_learning
-from ladarun.state import CHECKPOINT, Checkpoint
 from ladarun.models import cnn
-
-from test_loop import tiny_protocol, toy_data
-
-CPU = torch.device("cpu")
-LADARUN = Path(sys.executable).parent / "ladarun"
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def outcome(rows):
-    # Everything but the wall-clock columns must be identical.
-    return [(r["iteration"], r["n_labeled"], r["test_acc"], r["best_acc"], r["train_loss"]) for r in rows]
+from ladarun.state import CHECKPOINT, Checkpoint
 
 
 def run(out_dir, **kw):
@@ -45,23 +28,6 @@ def run(out_dir, **kw):
         device=CPU,
         options=RunOptions(progress=False, **kw),
     )
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_at_evaluation(monkeypatch, call_number):
-    real = loop_module.evaluate
-    calls = {"n": 0}
-
-    def evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == call_number:
-            raise Crash()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop_module, "evaluate", evaluate)
 
 
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
@@ -120,6 +86,7 @@ def test_checkpoint_false_writes_none(tmp_path, monkeypatch):
 WALL_CLOCK = ("acquire_s", "train_s", "eval_s", "iter_s")
 
 
+@pytest.mark.slow
 def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL the real CLI mid-run (as a preempted job), rerun the same command: the
     metrics equal an uninterrupted run's of the same seed in every column but wall-clock time."""
@@ -163,14 +130,13 @@ def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
 def test_unfinished_run_of_another_config_is_kept(compose_cfg, tmp_path, monkeypatch):
     from ladarun.cli import run_from_config
 
-    smoke = ["dataset=synthetic", "protocol=smoke", "progress=false"]
     with monkeypatch.context() as m:
         crash_at_evaluation(m, 2)
         with pytest.raises(Crash):
-            run_from_config(compose_cfg(smoke), tmp_path)
+            run_from_config(compose_cfg(SMOKE), tmp_path)
     before = (tmp_path / "metrics.csv").read_bytes()
     with pytest.raises(ConfigError, match=r"resumable .*differs in: protocol"):
-        run_from_config(compose_cfg(smoke + ["protocol.epochs=2"]), tmp_path)
+        run_from_config(compose_cfg(SMOKE + ["protocol.epochs=2"]), tmp_path)
     assert (tmp_path / "metrics.csv").read_bytes() == before and (tmp_path / CHECKPOINT).exists()
-    run_from_config(compose_cfg(smoke + ["progress=true"]), tmp_path)  # operational keys may change
+    run_from_config(compose_cfg(SMOKE + ["progress=true"]), tmp_path)  # operational keys may change
     assert json.loads((tmp_path / "summary.json").read_text())["resumed_at"] == [1]

@@ -1,9 +1,8 @@
 """The speed switches run every path and change results only within their precision."""
-import csv
-
 import pytest
 import torch
 
+from helpers import CPU, read_csv, tiny_protocol, toy_data
 from ladarun.acquisition import MaxEntropy
 from ladarun.augment import InfoMixup
 from ladarun.errors import ConfigError
@@ -11,17 +10,14 @@ from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn
 from ladarun.runtime import SpeedOptions
 
-from test_loop import tiny_protocol, toy_data
-
 
 def run(out, speed, augment=None):
     run_active_learning(
         data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=augment,
-        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out, seed=0, device=torch.device("cpu"),
+        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out, seed=0, device=CPU,
         options=RunOptions(progress=False, speed=speed),
     )
-    with open(out / "metrics.csv") as f:
-        return list(csv.DictReader(f))
+    return read_csv(out / "metrics.csv")
 
 
 def test_channels_last_keeps_the_results(tmp_path):
@@ -45,7 +41,7 @@ def test_bf16_autocast_trains_on_the_current_weights():
     model = cnn(1, 3)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = data.x_train[:30], data.y_train[:30]
-    with SpeedOptions(autocast="bf16").autocast_on(torch.device("cpu")):
+    with SpeedOptions(autocast="bf16").autocast_on(CPU):
         first = torch.nn.functional.cross_entropy(model(x), y).item()
         for _ in range(30):
             loss = torch.nn.functional.cross_entropy(model(x), y)

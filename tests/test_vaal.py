@@ -6,8 +6,18 @@ import math
 import pytest
 import torch
 
-from acquisition_toys import LookAhead, check_smoke_run, make_ctx, read_csv
-from acquisition_toys import one_thread  # noqa: F401  (the fixture pytestmark uses)
+from helpers import (
+    CPU,
+    Crash,
+    LookAhead,
+    check_smoke_run,
+    crash_at_evaluation,
+    make_ctx,
+    outcome,
+    read_csv,
+    tiny_protocol,
+    toy_data,
+)
 from ladarun.acquisition import VAAL
 from ladarun.acquisition.base import AcquisitionContext
 from ladarun.acquisition.passes import eval_mode
@@ -241,13 +251,11 @@ def test_smoke_run_writes_its_csv(compose_cfg, tmp_path):
 
 def test_interrupted_vaal_run_resumes_exactly(tmp_path, monkeypatch):
     """The VAE, the discriminator and their Adam states persist through the checkpoint."""
-    from test_loop import tiny_protocol, toy_data
-    from test_resume import Crash, crash_at_evaluation, outcome
 
     def run(out_dir, **kw):
         return run_active_learning(
             data=toy_data(), model_factory=cnn, acquisition=VAAL(**TINY_VAAL),
-            protocol=tiny_protocol(iterations=4, epochs=1), out_dir=out_dir, seed=5, device=torch.device("cpu"),
+            protocol=tiny_protocol(iterations=4, epochs=1), out_dir=out_dir, seed=5, device=CPU,
             options=RunOptions(progress=False, **kw),
         )
 

@@ -58,8 +58,6 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     A finished run of the same config in ``out_dir`` is skipped; an unfinished one with a
     checkpoint resumes after its last finished iteration.
     """
-    from .loop import RunOptions, run_active_learning
-    from .runtime import SpeedOptions, resolve_device
     from .state import CHECKPOINT, FAILURE, METRICS, RUN_CONFIG, check_existing, fingerprint, write_json_atomic
 
     out_dir = Path(out_dir)
@@ -68,6 +66,9 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     if done is not None:
         log.info("Run in %s is already finished (best accuracy %.2f%%); skipping it.", out_dir, done)
         return done
+    from .loop import RunOptions, run_active_learning  # torch: only for a run that goes ahead
+    from .runtime import SpeedOptions, resolve_device
+
     if (out_dir / METRICS).exists() and not (cfg.checkpoint and (out_dir / CHECKPOINT).exists()):
         log.warning("%s holds an unfinished run without a checkpoint; starting it again from the beginning.", out_dir)
     (out_dir / FAILURE).unlink(missing_ok=True)

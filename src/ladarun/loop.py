@@ -101,11 +101,9 @@ def run_active_learning(
     model, optimizer = new_model()
     initial_state = {k: v.clone() for k, v in model.state_dict().items()} if protocol.reinit else None
     first_it, best, acc, elapsed_before, resumes = 0, -1.0, 0.0, 0.0, []
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        acquisition.load_state_dict(saved["acquisition"])
-        augment.load_state_dict(saved["augment"])
+    if saved is not None:  # continue after the checkpoint's iteration, exactly as if never stopped
+        for part, key in ((model, "model"), (optimizer, "optimizer"), (acquisition, "acquisition"), (augment, "augment")):
+            part.load_state_dict(saved[key])
         labeled_at, initial_state = saved["labeled_at"].to(device), saved["initial_state"]
         best, acc, elapsed_before = saved["best_acc"], saved["test_acc"], saved["elapsed_s"]
         first_it = saved["iteration"] + 1
@@ -160,16 +158,23 @@ def run_active_learning(
 
     total_s = elapsed_before + time.perf_counter() - start
     summary = RunSummary(best, acc, int((labeled_at >= 0).sum()), protocol.iterations, total_s, str(device), metrics_path)
-    write_json_atomic(out_dir / SUMMARY, {
-        "best_acc": best, "final_acc": acc,
-        "area": learning_curve_area(metrics_path),  # mean test accuracy over iterations 0..N (metrics.csv)
-        "n_labeled": summary.n_labeled, "iterations": protocol.iterations, "total_s": round(total_s, 3),
-        "resumed_at": resumes, "aux_params": acquisition.aux_parameters() + augment.aux_parameters(),
-        "device": device_name(device), "versions": library_versions(), "run": options.run_info,
-    })
+    write_summary(out_dir, summary, resumes, acquisition.aux_parameters() + augment.aux_parameters(), device, options)
     if not options.keep_checkpoint:
         checkpoint.remove()
     return summary
+
+
+def write_summary(
+    out_dir: Path, summary: RunSummary, resumes: list[int], aux_params: int, device: torch.device, options: RunOptions
+) -> None:
+    """summary.json, written last: its presence marks the run finished."""
+    write_json_atomic(out_dir / SUMMARY, {
+        "best_acc": summary.best_acc, "final_acc": summary.final_acc,
+        "area": learning_curve_area(summary.metrics_path),  # mean test accuracy over iterations 0..N (metrics.csv)
+        "n_labeled": summary.n_labeled, "iterations": summary.iterations, "total_s": round(summary.total_s, 3),
+        "resumed_at": resumes, "aux_params": aux_params, "device": device_name(device), "versions": library_versions(),
+        "run": options.run_info,
+    })
 
 
 def initial_labeled(y: torch.Tensor, num_classes: int, per_class: int, generator: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,186 @@
+"""Helpers the test modules share (pytest fixtures are in conftest.py; hand-written run folders in runs_factory.py).
+
+Paths and options; toy data, protocol and whole runs of the loop; metrics.csv; crash injection;
+acquisition contexts and models; the ``ladarun`` console script in a subprocess.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import ladarun.loop as loop_module
+from ladarun.acquisition import MaxEntropy
+from ladarun.acquisition.base import AcquisitionContext
+from ladarun.augment import Augment
+from ladarun.cli import run_from_config
+from ladarun.conf import CONF_DIR
+from ladarun.data.base import ActiveDataset
+from ladarun.loop import RunOptions, run_active_learning
+from ladarun.models import cnn
+from ladarun.protocol import Protocol
+from ladarun.training import train_epoch
+
+# --- paths and options -----------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+# CI clones the repo with shared/ beside it, as in the developers' checkouts.
+SHARED_DATA = REPO.parent / "shared" / "data"
+HAS_FASHION = (SHARED_DATA / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+CPU = torch.device("cpu")
+# The tiny synthetic run: 4 classes x 2 initial labels, then +4 per iteration (8, 12, 16).
+SMOKE = ["dataset=synthetic", "protocol=smoke", "progress=false"]
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the file names of conf/<group>/."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+# --- metrics.csv -----------------------------------------------------------------------------
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def without_timings(rows):
+    """The rows without their wall-clock columns (``*_s``), which differ between equal runs."""
+    return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+
+
+def outcome(rows):
+    # Everything but the wall-clock columns must be identical.
+    return [(r["iteration"], r["n_labeled"], r["test_acc"], r["best_acc"], r["train_loss"]) for r in rows]
+
+
+# --- toy data, protocol and runs of the loop -------------------------------------------------
+
+
+def toy_data(n_train=120, n_test=40, classes=3) -> ActiveDataset:
+    g = torch.Generator().manual_seed(7)
+    protos = torch.randn(classes, 1, 8, 8, generator=g)
+    y = torch.arange(n_train + n_test) % classes
+    x = protos[y] + 0.5 * torch.randn(n_train + n_test, 1, 8, 8, generator=g)
+    return ActiveDataset("toy", x[:n_train], y[:n_train], x[n_train:], y[n_train:], classes)
+
+
+def tiny_protocol(**kw) -> Protocol:
+    base = dict(
+        iterations=3,
+        initial_per_class=2,
+        query=5,
+        pool_subset=30,
+        initial_epochs=2,
+        epochs=1,
+        batch_size=4,
+        lr=1e-3,
+        reinit=False,
+        eval_batch_size=1000,
+        score_batch_size=100,
+    )
+    base.update(kw)
+    return Protocol(**base)
+
+
+def toy_run(tmp_path, acquisition=None, augment=None, seed=0, **kw):
+    """A whole run on toy_data; ``kw`` overrides tiny_protocol's values."""
+    return run_active_learning(
+        data=toy_data(),
+        model_factory=cnn,
+        acquisition=acquisition or MaxEntropy(),
+        augment=augment,
+        protocol=tiny_protocol(**kw),
+        out_dir=tmp_path,
+        seed=seed,
+        device=CPU,
+        options=RunOptions(progress=False),
+    )
+
+
+# --- crash injection -------------------------------------------------------------------------
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at_evaluation(monkeypatch, call_number, error=Crash):
+    """Make the loop's ``call_number``-th evaluation raise ``error`` (call 1 is iteration 0's)."""
+    real = loop_module.evaluate
+    calls = {"n": 0}
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call_number:
+            raise error()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "evaluate", evaluate)
+
+
+# --- models and acquisition contexts ---------------------------------------------------------
+
+
+def trained_model(data: ActiveDataset, epochs: int = 15, seed: int = 0, **model_options):
+    torch.manual_seed(seed)
+    model = cnn(data.in_channels, data.num_classes, width=8, image_size=data.image_size, **model_options)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    idx = torch.arange(0, data.y_train.numel(), 4)  # a quarter of the data: confident but not perfect
+    for _ in range(epochs):
+        train_epoch(model, opt, data.x_train, data.y_train, idx, 16)
+    return model.eval()
+
+
+def context(model, data, seed=0):
+    """The first 6 points labeled; score batches of 50."""
+    return AcquisitionContext(model, data, torch.arange(6), torch.Generator().manual_seed(seed), 50)
+
+
+def make_ctx(n=60, classes=3, labeled=6, dropout=0.0, seed=0, size=8, channels=1):
+    """Random images, a fresh small CNN, the first ``labeled`` points labeled; score batches of 7."""
+    g = torch.Generator().manual_seed(123)
+    x = torch.randn(n, channels, size, size, generator=g)
+    y = torch.arange(n) % classes
+    data = ActiveDataset("toy", x, y, x[:5], y[:5], classes)
+    torch.manual_seed(0)
+    model = cnn(in_channels=channels, num_classes=classes, dropout=dropout)
+    return AcquisitionContext(
+        model, data, torch.arange(labeled), torch.Generator().manual_seed(seed), score_batch_size=7
+    )
+
+
+class LookAhead(Augment):
+    """A stand-in look-ahead augmentation: it only declares that it needs a per-instance score."""
+
+    needs_per_instance_score = True
+
+
+def check_smoke_run(compose_cfg, tmp_path, name, columns, overrides=()):
+    """``acquisition=name`` on the synthetic smoke protocol writes its CSV with ``columns`` filled."""
+    run_from_config(compose_cfg(SMOKE + [f"acquisition={name}", *overrides]), tmp_path)
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert [int(r["n_labeled"]) for r in rows] == [8, 12, 16]  # 4 classes x 2, then +4 per iteration
+    assert list(rows[0])[-len(columns) :] == list(columns)
+    for r in rows[1:]:
+        assert all(math.isfinite(float(r[c])) for c in columns)
+
+
+# --- the console script, in a subprocess -----------------------------------------------------
+
+LADARUN = Path(sys.executable).parent / "ladarun"
+
+
+def ladarun(*args, cwd, env_extra=None):
+    """Run the installed ``ladarun`` in ``cwd``, unbuffered and without LADARUN_DATA."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    env.pop("LADARUN_DATA", None)
+    return subprocess.run([str(LADARUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
