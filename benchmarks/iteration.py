@@ -20,6 +20,7 @@ Every measurement runs the runner's own code (``acquire_step``, ``train_iteratio
 
 Like cli.py, this is an entry point and may use Hydra's compose API.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,11 +48,22 @@ from ladarun.conf import CONF_DIR
 from ladarun.loop import acquire_step, initial_labeled, train_iteration
 from ladarun.protocol import Protocol
 from ladarun.report import rows as table1
-from ladarun.runtime import SpeedOptions, keep_large_buffers, library_versions, resolve_device, seed_everything
+from ladarun.runtime import (
+    SpeedOptions,
+    keep_large_buffers,
+    library_versions,
+    resolve_device,
+    seed_everything,
+)
 from ladarun.training import evaluate
 
 # Issue 7's own targets, tighter than the paper's Time column for the InfoMixup rows.
-TARGETS = {"LADA_EntMix": 1.15, "LADA_VarMix": 1.15, "LADA_EntMix^fixed": 1.03, "LADA_VarMix^fixed": 1.03}
+TARGETS = {
+    "LADA_EntMix": 1.15,
+    "LADA_VarMix": 1.15,
+    "LADA_EntMix^fixed": 1.03,
+    "LADA_VarMix^fixed": 1.03,
+}
 
 
 @dataclass
@@ -68,13 +80,18 @@ class Row:
 
 def implemented_rows(only: Optional[Sequence[str]] = None) -> list[Row]:
     """Table 1's rows (paper_table1.csv) whose configs exist; unimplemented rows are skipped, never faked."""
-    rows = [Row(r.label, r.acquisition, r.augment, r.paper_time) for r in table1.rows()
-            if (CONF_DIR / "acquisition" / f"{r.acquisition}.yaml").exists()
-            and (CONF_DIR / "augment" / f"{r.augment}.yaml").exists()]
+    rows = [
+        Row(r.label, r.acquisition, r.augment, r.paper_time)
+        for r in table1.rows()
+        if (CONF_DIR / "acquisition" / f"{r.acquisition}.yaml").exists()
+        and (CONF_DIR / "augment" / f"{r.augment}.yaml").exists()
+    ]
     if only:
         unknown = set(only) - {r.label for r in rows}
         if unknown:
-            sys.exit(f"bench: unknown or unimplemented rows {sorted(unknown)}; implemented: {[r.label for r in rows]}")
+            sys.exit(
+                f"bench: unknown or unimplemented rows {sorted(unknown)}; implemented: {[r.label for r in rows]}"
+            )
         rows = [r for r in rows if r.label in only]
     return rows
 
@@ -108,12 +125,25 @@ class Bench:
         self.model_factory = build(cfg.model, _partial_=True)
         seed_everything(seed, deterministic=bool(cfg.deterministic))
         gen = torch.Generator().manual_seed(seed)
-        self.labeled_at = torch.full((self.data.y_train.numel(),), -1, dtype=torch.long, device=device)
-        self.labeled_at[initial_labeled(self.data.y_train, self.data.num_classes, self.protocol.initial_per_class, gen)] = 0
+        self.labeled_at = torch.full(
+            (self.data.y_train.numel(),), -1, dtype=torch.long, device=device
+        )
+        self.labeled_at[
+            initial_labeled(
+                self.data.y_train, self.data.num_classes, self.protocol.initial_per_class, gen
+            )
+        ] = 0
         model, optimizer = self.new_model()
         with self.speed.autocast_on(device):
-            train_iteration(model, optimizer, self.data, self.labeled_at, build(compose_config(self.base + ["augment=none"]).augment),
-                            self.protocol, self.protocol.initial_epochs)
+            train_iteration(
+                model,
+                optimizer,
+                self.data,
+                self.labeled_at,
+                build(compose_config(self.base + ["augment=none"]).augment),
+                self.protocol,
+                self.protocol.initial_epochs,
+            )
         pool = torch.nonzero(self.labeled_at < 0).flatten()
         extra = max(0, labeled - int((self.labeled_at >= 0).sum()))
         self.labeled_at[pool[torch.randperm(pool.numel(), generator=gen)[:extra].to(device)]] = 0
@@ -125,13 +155,19 @@ class Bench:
         which has no parameters, so the shared state still loads into it)."""
         factory = self.model_factory if model_cfg is None else build(model_cfg, _partial_=True)
         model = self.speed.prepare_model(
-            factory(in_channels=self.data.in_channels, num_classes=self.data.num_classes, image_size=self.data.image_size).to(self.device)
+            factory(
+                in_channels=self.data.in_channels,
+                num_classes=self.data.num_classes,
+                image_size=self.data.image_size,
+            ).to(self.device)
         )
         return model, torch.optim.Adam(model.parameters(), lr=self.protocol.lr)
 
     def iteration(self, row: Row, repeat: int = 0) -> dict[str, float]:
         """One whole iteration of ``row`` from the shared state: acquire, train, evaluate."""
-        cfg = compose_config(self.base + [f"acquisition={row.acquisition}", f"augment={row.augment}"])
+        cfg = compose_config(
+            self.base + [f"acquisition={row.acquisition}", f"augment={row.augment}"]
+        )
         acquisition, augment = build(cfg.acquisition), build(cfg.augment)
         augment.check_compatible(acquisition, row.acquisition)
         model, optimizer = self.new_model(cfg.model)
@@ -146,7 +182,15 @@ class Bench:
             acquire_step(model, self.data, labeled_at, 1, acquisition, augment, self.protocol, gen)
             _sync(self.device)
             t1 = time.perf_counter()
-            train_iteration(model, optimizer, self.data, labeled_at, augment, self.protocol, self.protocol.epochs)
+            train_iteration(
+                model,
+                optimizer,
+                self.data,
+                labeled_at,
+                augment,
+                self.protocol,
+                self.protocol.epochs,
+            )
             _sync(self.device)
             t2 = time.perf_counter()
             evaluate(model, self.data.x_test, self.data.y_test, self.protocol.eval_batch_size)
@@ -155,7 +199,9 @@ class Bench:
         return {"acquire_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "iter_s": t3 - t0}
 
 
-def time_column(bench: Bench, rows: list[Row], repeats: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def time_column(
+    bench: Bench, rows: list[Row], repeats: int, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     """Ratios of whole-iteration time to Random, interleaved per repeat."""
     random_row = Row("Random", "random", "none", 1.0)
     bench.iteration(random_row)  # warm-up: first-call allocations and kernel selection
@@ -167,8 +213,11 @@ def time_column(bench: Bench, rows: list[Row], repeats: int, log: Callable[[str]
             base = bench.iteration(random_row, rep)
             timed = bench.iteration(row, rep)
             per_row[row.label].append((base, timed))
-            log(f"bench: repeat {rep + 1}/{repeats} {row.label}: {timed['iter_s']:.2f} s vs Random {base['iter_s']:.2f} s "
-                f"(ratio {timed['iter_s'] / base['iter_s']:.2f})")
+            log(
+                f"bench: repeat {rep + 1}/{repeats} {row.label}: {timed['iter_s']:.2f} s vs "
+                f"Random {base['iter_s']:.2f} s "
+                f"(ratio {timed['iter_s'] / base['iter_s']:.2f})"
+            )
     results = []
     for row in rows:
         if row.label == "Random":
@@ -176,23 +225,30 @@ def time_column(bench: Bench, rows: list[Row], repeats: int, log: Callable[[str]
         pairs = per_row[row.label]
         ratios = [t["iter_s"] / b["iter_s"] for b, t in pairs]
         acq_ratios = [t["acquire_s"] / max(b["acquire_s"], 1e-9) for b, t in pairs]
-        med = lambda key, which=1: statistics.median(p[which][key] for p in pairs)  # noqa: E731
-        results.append({
-            "row": row.label,
-            "ratio_median": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-            "acquire_ratio_median": statistics.median(acq_ratios),
-            "paper": row.paper_time,
-            "target": row.target,
-            "met": statistics.median(ratios) <= row.target,
-            "iter_s": med("iter_s"),
-            "acquire_s": med("acquire_s"),
-            "train_s": med("train_s"),
-            "eval_s": med("eval_s"),
-            "random_iter_s": med("iter_s", 0),
-            "candidates_per_s": bench.protocol.pool_subset / med("acquire_s") if bench.protocol.pool_subset else float("nan"),
-        })
+
+        def med(key: str, which: int = 1, pairs: list = pairs) -> float:
+            return statistics.median(p[which][key] for p in pairs)
+
+        results.append(
+            {
+                "row": row.label,
+                "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "acquire_ratio_median": statistics.median(acq_ratios),
+                "paper": row.paper_time,
+                "target": row.target,
+                "met": statistics.median(ratios) <= row.target,
+                "iter_s": med("iter_s"),
+                "acquire_s": med("acquire_s"),
+                "train_s": med("train_s"),
+                "eval_s": med("eval_s"),
+                "random_iter_s": med("iter_s", 0),
+                "candidates_per_s": bench.protocol.pool_subset / med("acquire_s")
+                if bench.protocol.pool_subset
+                else float("nan"),
+            }
+        )
     return results
 
 
@@ -237,8 +293,16 @@ def loop_overhead(bench: Bench, epochs: int, repeats: int) -> dict[str, Any]:
     images = epochs * idx.numel()
     ours_ips = images / statistics.median(timings["ladarun"])
     bare_ips = images / statistics.median(timings["bare"])
-    return {"labeled": idx.numel(), "epochs": epochs, "batch_size": bs, "ladarun_images_per_s": ours_ips,
-            "bare_images_per_s": bare_ips, "ratio": ours_ips / bare_ips, "target": 0.95, "met": ours_ips / bare_ips >= 0.95}
+    return {
+        "labeled": idx.numel(),
+        "epochs": epochs,
+        "batch_size": bs,
+        "ladarun_images_per_s": ours_ips,
+        "bare_images_per_s": bare_ips,
+        "ratio": ours_ips / bare_ips,
+        "target": 0.95,
+        "met": ours_ips / bare_ips >= 0.95,
+    }
 
 
 def _status_mib(field: str) -> Optional[float]:
@@ -261,7 +325,9 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def memory_probe(base: Sequence[str], row: Row, labeled: int, device: torch.device) -> dict[str, Any]:
+def memory_probe(
+    base: Sequence[str], row: Row, labeled: int, device: torch.device
+) -> dict[str, Any]:
     """Run in a fresh subprocess: the state, then one iteration of ``row``; peak memory.
 
     Loading the dataset peaks higher than most iterations, so the process-lifetime peak would
@@ -278,17 +344,33 @@ def memory_probe(base: Sequence[str], row: Row, labeled: int, device: torch.devi
         "row": row.label,
         "rss_before_mib": before,
         "iteration_peak_rss_mib": _status_mib("VmHWM") if reset else None,
-        "peak_rss_mib": max(lifetime_before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "cuda_max_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "peak_rss_mib": max(
+            lifetime_before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ),
+        "cuda_max_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20
+        if device.type == "cuda"
+        else None,
         "acquire_s": timing["acquire_s"],
     }
 
 
-def memory_column(base: Sequence[str], rows: list[Row], labeled: int, device: str) -> list[dict[str, Any]]:
+def memory_column(
+    base: Sequence[str], rows: list[Row], labeled: int, device: str
+) -> list[dict[str, Any]]:
     out = []
     for row in rows:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-memory", row.label, "--labeled", str(labeled),
-               "--device", device, "--", *base]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--probe-memory",
+            row.label,
+            "--labeled",
+            str(labeled),
+            "--device",
+            device,
+            "--",
+            *base,
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise SystemExit(f"bench: memory probe of {row.label} failed:\n{res.stderr[-3000:]}")
@@ -300,8 +382,17 @@ GPU_SWITCHES = {
     "baseline (fp32, NCHW, eager, deterministic)": [],
     "deterministic=false": ["deterministic=false"],
     "bf16 autocast": ["deterministic=false", "speed.autocast=bf16"],
-    "bf16 + channels_last": ["deterministic=false", "speed.autocast=bf16", "speed.channels_last=true"],
-    "bf16 + channels_last + compile": ["deterministic=false", "speed.autocast=bf16", "speed.channels_last=true", "speed.compile=true"],
+    "bf16 + channels_last": [
+        "deterministic=false",
+        "speed.autocast=bf16",
+        "speed.channels_last=true",
+    ],
+    "bf16 + channels_last + compile": [
+        "deterministic=false",
+        "speed.autocast=bf16",
+        "speed.channels_last=true",
+        "speed.compile=true",
+    ],
 }
 # On the CPU, oneDNN's convolution backward converts NCHW inputs to its own layout on every
 # call (a copy of each conv input per step); channels_last skips it. compile needs a C++
@@ -315,8 +406,14 @@ CPU_SWITCHES = {
 SWITCH_ROWS = ("Random", "Max Entropy", "LADA_EntMix")
 
 
-def switch_section(base: Sequence[str], labeled: int, device: torch.device, repeats: int,
-                   switches: dict[str, list[str]], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def switch_section(
+    base: Sequence[str],
+    labeled: int,
+    device: torch.device,
+    repeats: int,
+    switches: dict[str, list[str]],
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Seconds per iteration of Random, Max Entropy and LADA_EntMix with each speed switch.
 
     One shared state per switch setting; per row, one warm-up iteration each (compilation),
@@ -329,22 +426,35 @@ def switch_section(base: Sequence[str], labeled: int, device: torch.device, repe
     out = []
     for row in rows:
         times: dict[str, list[float]] = {name: [] for name in benches}
-        for name, bench in benches.items():
+        for bench in benches.values():
             bench.iteration(row)  # warm-up
         for rep in range(repeats):
             for name, bench in benches.items():
                 times[name].append(bench.iteration(row, rep)["iter_s"])
         for name in benches:
             med = statistics.median(times[name])
-            out.append({"switches": name, "row": row.label, "iter_s": med, "min_s": min(times[name]),
-                        "speedup": statistics.median(times[baseline]) / med})
-            log(f"bench: switches {name} {row.label}: {med:.2f} s/iteration ({out[-1]['speedup']:.2f}x the baseline)")
+            out.append(
+                {
+                    "switches": name,
+                    "row": row.label,
+                    "iter_s": med,
+                    "min_s": min(times[name]),
+                    "speedup": statistics.median(times[baseline]) / med,
+                }
+            )
+            log(
+                f"bench: switches {name} {row.label}: {med:.2f} s/iteration ({out[-1]['speedup']:.2f}x the baseline)"
+            )
     return out
 
 
-def gpu_section(base: Sequence[str], labeled: int, device: torch.device, repeats: int) -> list[dict[str, Any]]:
+def gpu_section(
+    base: Sequence[str], labeled: int, device: torch.device, repeats: int
+) -> list[dict[str, Any]]:
     """Paper-protocol seconds per iteration for Random, Max Entropy, LADA_EntMix, per switch."""
-    return switch_section(base, labeled, device, repeats, GPU_SWITCHES, log=lambda s: print(s, flush=True))
+    return switch_section(
+        base, labeled, device, repeats, GPU_SWITCHES, log=lambda s: print(s, flush=True)
+    )
 
 
 def machine() -> str:
@@ -365,67 +475,116 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = report["date"].replace(":", "")
     (out_dir / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"\n## {report['date']} on {report['machine']}\n",
-             f"torch {report['versions']['torch']}, torchvision {report['versions']['torchvision']}, "
-             f"device {report['device']}"
-             + (f" ({report['threads']} intra-op threads)" if "threads" in report else "")
-             + f"; base config: `{' '.join(report['base']) or '(defaults)'}`; "
-             f"state: {report['labeled']} labels; {report['repeats']} repeats.\n"]
+    lines = [
+        f"\n## {report['date']} on {report['machine']}\n",
+        f"torch {report['versions']['torch']}, torchvision {report['versions']['torchvision']}, "
+        f"device {report['device']}"
+        + (f" ({report['threads']} intra-op threads)" if "threads" in report else "")
+        + f"; base config: `{' '.join(report['base']) or '(defaults)'}`; "
+        f"state: {report['labeled']} labels; {report['repeats']} repeats.\n",
+    ]
     if report.get("time"):
-        lines += ["\n### Time column: whole-iteration wall time relative to Random (interleaved, one process)\n\n",
-                  "| row | ratio (median) | min-max | paper | target | met | acquire s | train s | eval s | Random iter s | candidates/s |\n",
-                  "|---|---|---|---|---|---|---|---|---|---|---|\n"]
+        lines += [
+            "\n### Time column: whole-iteration wall time relative to Random (interleaved, one process)\n\n",
+            "| row | ratio (median) | min-max | paper | target | met | acquire s | train s | eval "
+            "s | Random iter s | candidates/s |\n",
+            "|---|---|---|---|---|---|---|---|---|---|---|\n",
+        ]
         for r in report["time"]:
-            lines.append(f"| {r['row']} | {r['ratio_median']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} | {r['paper']:.2f} "
-                         f"| {r['target']:.2f} | {'yes' if r['met'] else 'NO'} | {r['acquire_s']:.2f} | {r['train_s']:.2f} "
-                         f"| {r['eval_s']:.2f} | {r['random_iter_s']:.2f} | {r['candidates_per_s']:.0f} |\n")
+            lines.append(
+                f"| {r['row']} | {r['ratio_median']:.2f} | "
+                f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f} | {r['paper']:.2f} "
+                f"| {r['target']:.2f} | {'yes' if r['met'] else 'NO'} | {r['acquire_s']:.2f} | {r['train_s']:.2f} "
+                f"| {r['eval_s']:.2f} | {r['random_iter_s']:.2f} | {r['candidates_per_s']:.0f} |\n"
+            )
     if report.get("overhead"):
         o = report["overhead"]
-        lines += ["\n### Loop overhead: training images/s, ladarun's step against a bare PyTorch loop\n\n",
-                  "| labeled | epochs | batch | ladarun img/s | bare img/s | ratio | target | met |\n|---|---|---|---|---|---|---|---|\n",
-                  f"| {o['labeled']} | {o['epochs']} | {o['batch_size']} | {o['ladarun_images_per_s']:.0f} | {o['bare_images_per_s']:.0f} "
-                  f"| {o['ratio']:.3f} | {o['target']} | {'yes' if o['met'] else 'NO'} |\n"]
+        lines += [
+            "\n### Loop overhead: training images/s, ladarun's step against a bare PyTorch loop\n\n",
+            "| labeled | epochs | batch | ladarun img/s | bare img/s | ratio | target | met "
+            "|\n|---|---|---|---|---|---|---|---|\n",
+            f"| {o['labeled']} | {o['epochs']} | {o['batch_size']} | "
+            f"{o['ladarun_images_per_s']:.0f} | {o['bare_images_per_s']:.0f} "
+            f"| {o['ratio']:.3f} | {o['target']} | {'yes' if o['met'] else 'NO'} |\n",
+        ]
     if report.get("memory"):
-        lines += ["\n### Peak memory per row (fresh process: the shared state, then one iteration)\n\n",
-                  "RSS before: after loading the data and building the state. Iteration peak: the peak RSS "
-                  "during the iteration alone (Linux VmHWM, reset after the state is built). Process peak: the "
-                  "whole process, data loading included.\n\n",
-                  "| row | RSS before MiB | iteration peak RSS MiB | iteration growth MiB | process peak RSS MiB | CUDA max allocated MiB |\n"
-                  "|---|---|---|---|---|---|\n"]
+        lines += [
+            "\n### Peak memory per row (fresh process: the shared state, then one iteration)\n\n",
+            "RSS before: after loading the data and building the state. Iteration peak: the peak RSS "
+            "during the iteration alone (Linux VmHWM, reset after the state is built). Process peak: the "
+            "whole process, data loading included.\n\n",
+            "| row | RSS before MiB | iteration peak RSS MiB | iteration growth MiB | process "
+            "peak RSS MiB | CUDA max allocated MiB |\n"
+            "|---|---|---|---|---|---|\n",
+        ]
         for m in report["memory"]:
-            cuda = f"{m['cuda_max_allocated_mib']:.0f}" if m.get("cuda_max_allocated_mib") is not None else "-"
+            cuda = (
+                f"{m['cuda_max_allocated_mib']:.0f}"
+                if m.get("cuda_max_allocated_mib") is not None
+                else "-"
+            )
             it = m.get("iteration_peak_rss_mib")
-            it_s, grow = (f"{it:.0f}", f"{it - m['rss_before_mib']:+.0f}") if it is not None else ("-", "-")
-            lines.append(f"| {m['row']} | {m['rss_before_mib']:.0f} | {it_s} | {grow} | {m['peak_rss_mib']:.0f} | {cuda} |\n")
-    for key, title in (("switches", "Speed switches on this device (quick protocol; interleaved)"),
-                       ("gpu", "GPU: seconds per paper-protocol iteration, per speed switch (interleaved)")):
+            it_s, grow = (
+                (f"{it:.0f}", f"{it - m['rss_before_mib']:+.0f}") if it is not None else ("-", "-")
+            )
+            lines.append(
+                f"| {m['row']} | {m['rss_before_mib']:.0f} | {it_s} | {grow} | {m['peak_rss_mib']:.0f} | {cuda} |\n"
+            )
+    for key, title in (
+        ("switches", "Speed switches on this device (quick protocol; interleaved)"),
+        ("gpu", "GPU: seconds per paper-protocol iteration, per speed switch (interleaved)"),
+    ):
         if report.get(key):
-            lines += [f"\n### {title}\n\n| switches | row | s/iteration (median) | min | speed-up vs baseline |\n|---|---|---|---|---|\n"]
+            lines += [
+                f"\n### {title}\n\n| switches | row | s/iteration (median) | min | speed-up vs "
+                "baseline |\n|---|---|---|---|---|\n"
+            ]
             for g in report[key]:
-                lines.append(f"| {g['switches']} | {g['row']} | {g['iter_s']:.2f} | {g['min_s']:.2f} | {g['speedup']:.2f}x |\n")
+                lines.append(
+                    f"| {g['switches']} | {g['row']} | {g['iter_s']:.2f} | {g['min_s']:.2f} | {g['speedup']:.2f}x |\n"
+                )
     md = out_dir / "bench.md"
     if not md.exists():
-        md.write_text("# Benchmarks\n\nAppended by `make bench` (`python benchmarks/run.py iteration`); newest last. "
-                      "Raw numbers in the bench-*.json files beside this one.\n")
+        md.write_text(
+            "# Benchmarks\n\nAppended by `make bench` (`python benchmarks/run.py iteration`); newest last. "
+            "Raw numbers in the bench-*.json files beside this one.\n"
+        )
     with md.open("a") as f:
         f.writelines(lines)
     return md
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="ladarun benchmarks (issue 7): Time column, loop overhead, memory, GPU")
-    parser.add_argument("--sections", nargs="*", default=["time", "overhead", "memory", "switches"], choices=["time", "overhead", "memory", "switches", "gpu"])
-    parser.add_argument("--rows", nargs="*", help="row labels to time (default: every implemented row)")
+    parser = argparse.ArgumentParser(
+        description="ladarun benchmarks (issue 7): Time column, loop overhead, memory, GPU"
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="*",
+        default=["time", "overhead", "memory", "switches"],
+        choices=["time", "overhead", "memory", "switches", "gpu"],
+    )
+    parser.add_argument(
+        "--rows", nargs="*", help="row labels to time (default: every implemented row)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--labeled", type=int, default=170, help="labeled-set size of the shared starting state")
+    parser.add_argument(
+        "--labeled", type=int, default=170, help="labeled-set size of the shared starting state"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
     parser.add_argument("--probe-memory", metavar="ROW", help=argparse.SUPPRESS)
-    parser.add_argument("base", nargs="*", help="config overrides of the shared setting (after --), "
-                        "default: dataset=fashion protocol=quick data_dir=$LADARUN_DATA or ../shared/data")
+    parser.add_argument(
+        "base",
+        nargs="*",
+        help="config overrides of the shared setting (after --), "
+        "default: dataset=fashion protocol=quick data_dir=$LADARUN_DATA or ../shared/data",
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    data_dir = os.environ.get("LADARUN_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data_dir = os.environ.get(
+        "LADARUN_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     base = args.base or ["dataset=fashion", "protocol=quick", f"data_dir={data_dir}"]
     if args.probe_memory:
         row = next(r for r in implemented_rows() if r.label == args.probe_memory)
@@ -433,26 +592,40 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     rows = implemented_rows(args.rows)
     if "gpu" in args.sections and device.type != "cuda":
-        sys.exit("bench: the gpu section needs CUDA (device=cuda); CPU sections: time overhead memory switches")
+        sys.exit(
+            "bench: the gpu section needs CUDA (device=cuda); CPU sections: time overhead memory switches"
+        )
     report: dict[str, Any] = {
-        "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(), "device": str(device),
-        "versions": library_versions(), "base": base, "labeled": args.labeled, "repeats": args.repeats,
+        "date": dt.datetime.now().isoformat(timespec="minutes"),
+        "machine": machine(),
+        "device": str(device),
+        "versions": library_versions(),
+        "base": base,
+        "labeled": args.labeled,
+        "repeats": args.repeats,
         "threads": torch.get_num_threads(),
     }
     print(f"bench: {report['machine']}; rows: {', '.join(r.label for r in rows)}", flush=True)
     if "time" in args.sections or "overhead" in args.sections:
         bench = Bench(base, args.labeled, device)
         if "time" in args.sections:
-            report["time"] = time_column(bench, rows, args.repeats, log=lambda s: print(s, flush=True))
+            report["time"] = time_column(
+                bench, rows, args.repeats, log=lambda s: print(s, flush=True)
+            )
         if "overhead" in args.sections:
             report["overhead"] = loop_overhead(bench, epochs=10, repeats=max(args.repeats, 3))
             print(f"bench: loop overhead ratio {report['overhead']['ratio']:.3f}", flush=True)
     if "memory" in args.sections:
         report["memory"] = memory_column(base, rows, args.labeled, args.device)
     if "switches" in args.sections:
-        report["switches"] = switch_section(base, args.labeled, device, args.repeats,
-                                            GPU_SWITCHES if device.type == "cuda" else CPU_SWITCHES,
-                                            log=lambda s: print(s, flush=True))
+        report["switches"] = switch_section(
+            base,
+            args.labeled,
+            device,
+            args.repeats,
+            GPU_SWITCHES if device.type == "cuda" else CPU_SWITCHES,
+            log=lambda s: print(s, flush=True),
+        )
     if "gpu" in args.sections:
         paper_base = [b for b in base if not b.startswith("protocol=")] + ["protocol=paper"]
         report["gpu"] = gpu_section(paper_base, max(args.labeled, 520), device, args.repeats)

@@ -8,6 +8,7 @@
 ``make bench BENCH_ARGS='--sections time'`` passes its arguments to ``iteration``. Run them
 on an otherwise idle machine: on 2 cores any other job distorts every timing.
 """
+
 from __future__ import annotations
 
 import sys

@@ -10,6 +10,7 @@ run directory (so a finished run is never skipped, and outputs/ is untouched), a
 Results are appended to a Markdown file with the machine they came from. Do not run other
 heavy jobs alongside: on a 2-core machine they distort every timing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,26 +58,40 @@ def ladarun_exe() -> str:
         return str(exe)
     found = shutil.which("ladarun")
     if not found:
-        sys.exit("bench: the ladarun console script is not installed; run `make test` (or pip install -e .) first")
+        sys.exit(
+            "bench: the ladarun console script is not installed; run `make test` (or pip install -e .) first"
+        )
     return found
 
 
 def run_case(case: Case, data_dir: str, device: str) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"ladarun-bench-{case.name}-") as tmp:
-        cmd = [ladarun_exe(), *case.overrides, f"data_dir={data_dir}", f"device={device}", "progress=false", f"hydra.run.dir={tmp}"]
+        cmd = [
+            ladarun_exe(),
+            *case.overrides,
+            f"data_dir={data_dir}",
+            f"device={device}",
+            "progress=false",
+            f"hydra.run.dir={tmp}",
+        ]
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         output = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             print(output, file=sys.stderr)
-            raise SystemExit(f"bench: case {case.name} failed with exit code {proc.returncode}: {' '.join(cmd)}")
+            raise SystemExit(
+                f"bench: case {case.name} failed with exit code {proc.returncode}: {' '.join(cmd)}"
+            )
         summary = json.loads((Path(tmp) / "summary.json").read_text())
     return {
         "case": case.name,
-        "command": "ladarun " + " ".join(case.overrides + ([f"data_dir={data_dir}"] if case.needs_data else [])),
+        "command": "ladarun "
+        + " ".join(case.overrides + ([f"data_dir={data_dir}"] if case.needs_data else [])),
         "wall_s": wall,
         "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux reports KiB
         "target_s": case.target_s,
@@ -91,7 +106,9 @@ def run_case(case: Case, data_dir: str, device: str) -> dict:
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("LADARUN_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("LADARUN_DATA", str(ROOT.parent / "shared" / "data"))
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.md"))
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
@@ -101,7 +118,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     rows = []
     for case in cases:
         if case.needs_data and not (Path(args.data_dir) / "FashionMNIST" / "raw").is_dir():
-            print(f"bench: skipping {case.name}: no FashionMNIST/raw under --data-dir {args.data_dir}")
+            print(
+                f"bench: skipping {case.name}: no FashionMNIST/raw under --data-dir {args.data_dir}"
+            )
             continue
         print(f"bench: {case.name} ...", flush=True)
         row = run_case(case, args.data_dir, args.device)
@@ -120,15 +139,21 @@ def main(argv: Optional[list[str]] = None) -> None:
     new = not out.exists()
     with out.open("a") as f:
         if new:
-            f.write("# Benchmark results\n\nAppended by `make bench` (`python benchmarks/run.py runs`); newest last. "
-                    "Wall time covers the whole command: interpreter start-up, data loading and the run.\n")
+            f.write(
+                "# Benchmark results\n\nAppended by `make bench` (`python benchmarks/run.py runs`); newest last. "
+                "Wall time covers the whole command: interpreter start-up, data loading and the run.\n"
+            )
         f.write(f"\n## {dt.datetime.now().isoformat(timespec='minutes')} on {machine()}\n\n")
-        f.write("| case | command | wall s | target s | met | peak RSS MiB | best acc % | final acc % | labels | device |\n")
+        f.write(
+            "| case | command | wall s | target s | met | peak RSS MiB | best acc % | final acc % | labels | device |\n"
+        )
         f.write("|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rows:
             f.write(
-                f"| {r['case']} | `{r['command']}` | {r['wall_s']:.1f} | {r['target_s']:.0f} | {'yes' if r['met'] else 'NO'} "
-                f"| {r['peak_rss_mib']:.0f} | {r['best_acc']:.2f} | {r['final_acc']:.2f} | {r['n_labeled']} | {r['device']} |\n"
+                f"| {r['case']} | `{r['command']}` | {r['wall_s']:.1f} | {r['target_s']:.0f} | "
+                f"{'yes' if r['met'] else 'NO'} "
+                f"| {r['peak_rss_mib']:.0f} | {r['best_acc']:.2f} | {r['final_acc']:.2f} | "
+                f"{r['n_labeled']} | {r['device']} |\n"
             )
     print(f"bench: results appended to {out}")
     if not all(r["met"] for r in rows):

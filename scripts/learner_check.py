@@ -9,6 +9,7 @@ For each label count n in 20, 320, 1020 it compares
   a Random run draws them (2 per class, then uniformly at random), and on n labels drawn
   uniformly at random; mean ± std over 5 draws each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,12 @@ COUNTS = (20, 320, 1020)
 def linear_baseline(x_train, y_train, x_test, y_test, n: int, seed: int, balanced: bool) -> float:
     rng = np.random.default_rng(seed)
     if balanced:  # as a Random run draws: 2 per class, then uniformly at random
-        first = np.concatenate([rng.choice(np.flatnonzero(y_train == c), 2, replace=False) for c in range(10)])
-        rest = rng.choice(np.setdiff1d(np.arange(len(y_train)), first), n - first.size, replace=False)
+        first = np.concatenate(
+            [rng.choice(np.flatnonzero(y_train == c), 2, replace=False) for c in range(10)]
+        )
+        rest = rng.choice(
+            np.setdiff1d(np.arange(len(y_train)), first), n - first.size, replace=False
+        )
         idx = np.concatenate([first, rest])
     else:  # n uniformly at random (some classes may be missing at n = 20)
         idx = rng.choice(len(y_train), n, replace=False)
@@ -44,7 +49,11 @@ def learner(dirs: list[Path]) -> dict[int, list[float]]:
     for root in dirs:
         for path in find_run_dirs(root):
             run = load_run(path)
-            if not run.finished or run.dataset != "fashion" or run.config["acquisition"]["name"] != "random":
+            if (
+                not run.finished
+                or run.dataset != "fashion"
+                or run.config["acquisition"]["name"] != "random"
+            ):
                 continue
             m = pd.read_csv(path / "metrics.csv")
             for n in COUNTS:
@@ -62,13 +71,17 @@ def fmt(values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     # mean 0, std 1: the source's scaling alone, i.e. pixels in [0, 1]
-    data = FashionMNISTSource(mean=0.0, std=1.0, download=False).load(a.data_dir, torch.device("cpu"))
+    data = FashionMNISTSource(mean=0.0, std=1.0, download=False).load(
+        a.data_dir, torch.device("cpu")
+    )
     x_train, x_test = data.x_train.flatten(1).numpy(), data.x_test.flatten(1).numpy()
     y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
     ours = learner(a.runs)
@@ -78,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|",
     ]
     for n in COUNTS:
-        lin = {b: [linear_baseline(x_train, y_train, x_test, y_test, n, seed, b) for seed in range(5)] for b in (True, False)}
+        lin = {
+            b: [linear_baseline(x_train, y_train, x_test, y_test, n, seed, b) for seed in range(5)]
+            for b in (True, False)
+        }
         lines.append(f"| {n} | {fmt(ours[n])} | {fmt(lin[True])} | {fmt(lin[False])} |")
     text = "\n".join(lines) + "\n"
     print(text)

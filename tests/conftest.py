@@ -18,7 +18,9 @@ def compose_cfg() -> Callable[[Sequence[str]], DictConfig]:
 
     def _compose(overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+            return compose(
+                config_name="config", overrides=list(overrides), return_hydra_config=False
+            )
 
     return _compose
 
@@ -29,7 +31,9 @@ def compose_hydra() -> Callable[[Sequence[str]], DictConfig]:
 
     def _compose(overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+            return compose(
+                config_name="config", overrides=list(overrides), return_hydra_config=True
+            )
 
     return _compose
 

@@ -59,7 +59,10 @@ def without_timings(rows):
 
 def outcome(rows):
     # Everything but the wall-clock columns must be identical.
-    return [(r["iteration"], r["n_labeled"], r["test_acc"], r["best_acc"], r["train_loss"]) for r in rows]
+    return [
+        (r["iteration"], r["n_labeled"], r["test_acc"], r["best_acc"], r["train_loss"])
+        for r in rows
+    ]
 
 
 # --- toy data, protocol and runs of the loop -------------------------------------------------
@@ -132,9 +135,13 @@ def crash_at_evaluation(monkeypatch, call_number, error=Crash):
 
 def trained_model(data: ActiveDataset, epochs: int = 15, seed: int = 0, **model_options):
     torch.manual_seed(seed)
-    model = cnn(data.in_channels, data.num_classes, width=8, image_size=data.image_size, **model_options)
+    model = cnn(
+        data.in_channels, data.num_classes, width=8, image_size=data.image_size, **model_options
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    idx = torch.arange(0, data.y_train.numel(), 4)  # a quarter of the data: confident but not perfect
+    idx = torch.arange(
+        0, data.y_train.numel(), 4
+    )  # a quarter of the data: confident but not perfect
     for _ in range(epochs):
         train_epoch(model, opt, data.x_train, data.y_train, idx, 16)
     return model.eval()
@@ -168,7 +175,11 @@ def check_smoke_run(compose_cfg, tmp_path, name, columns, overrides=()):
     """``acquisition=name`` on the synthetic smoke protocol writes its CSV with ``columns`` filled."""
     run_from_config(compose_cfg(SMOKE + [f"acquisition={name}", *overrides]), tmp_path)
     rows = read_csv(tmp_path / "metrics.csv")
-    assert [int(r["n_labeled"]) for r in rows] == [8, 12, 16]  # 4 classes x 2, then +4 per iteration
+    assert [int(r["n_labeled"]) for r in rows] == [
+        8,
+        12,
+        16,
+    ]  # 4 classes x 2, then +4 per iteration
     assert list(rows[0])[-len(columns) :] == list(columns)
     for r in rows[1:]:
         assert all(math.isfinite(float(r[c])) for c in columns)
@@ -183,4 +194,6 @@ def ladarun(*args, cwd, env_extra=None):
     """Run the installed ``ladarun`` in ``cwd``, unbuffered and without LADARUN_DATA."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     env.pop("LADARUN_DATA", None)
-    return subprocess.run([str(LADARUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(LADARUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )

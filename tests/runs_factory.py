@@ -1,4 +1,5 @@
 """Hand-written run directories, laid out as ladarun writes them, for the table and figure tests."""
+
 from __future__ import annotations
 
 import csv
@@ -46,7 +47,9 @@ def write_run(
         "seed": seed,
         "data_dir": "${oc.env:LADARUN_DATA,./data}",
     }
-    for group, values in (settings or {}).items():  # e.g. {"augment": {"tau_activation": "softplus"}}
+    for group, values in (
+        settings or {}
+    ).items():  # e.g. {"augment": {"tau_activation": "softplus"}}
         cfg[group] = {**cfg[group], **values}
     if config:
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -59,14 +62,27 @@ def write_run(
             best = max(best, acc)
             writer.writerow(
                 {
-                    "iteration": it, "n_labeled": 20 + 10 * it, "test_acc": acc, "best_acc": best, "train_loss": 0.5,
-                    "acquire_s": acquire_s[it] if acquire_s else (0.0 if it == 0 else 0.1), "train_s": 0.5, "eval_s": 0.1, "iter_s": iter_s[it],
+                    "iteration": it,
+                    "n_labeled": 20 + 10 * it,
+                    "test_acc": acc,
+                    "best_acc": best,
+                    "train_loss": 0.5,
+                    "acquire_s": acquire_s[it] if acquire_s else (0.0 if it == 0 else 0.1),
+                    "train_s": 0.5,
+                    "eval_s": 0.1,
+                    "iter_s": iter_s[it],
                     **{k: ("" if it == 0 else v[it]) for k, v in extra.items()},
                 }
             )
     if finished:
-        summary = {"best_acc": max(accs), "final_acc": accs[-1], "iterations": len(accs) - 1, "aux_params": aux_params,
-                   "device": "cpu (2 threads)", "resumed_at": []}
+        summary = {
+            "best_acc": max(accs),
+            "final_acc": accs[-1],
+            "iterations": len(accs) - 1,
+            "aux_params": aux_params,
+            "device": "cpu (2 threads)",
+            "resumed_at": [],
+        }
         if config:
             summary["run"] = {"config": cfg}
         (run / "summary.json").write_text(json.dumps(summary))

@@ -46,7 +46,9 @@ def test_entropy_and_var_ratio_rank_hand_built_probabilities():
 
 def test_entropy_from_logits_equals_entropy_of_softmax():
     logits = torch.randn(50, 10) * 5
-    torch.testing.assert_close(MaxEntropy().score_logits(logits), entropy_bits(torch.softmax(logits, 1)))
+    torch.testing.assert_close(
+        MaxEntropy().score_logits(logits), entropy_bits(torch.softmax(logits, 1))
+    )
     big = torch.tensor([[1000.0, 0.0, -1000.0]])
     assert torch.isfinite(MaxEntropy().score_logits(big)).all()
 
@@ -65,7 +67,9 @@ def test_top_k_takes_the_largest_and_breaks_ties_reproducibly():
     assert first.tolist() == again.tolist()
     assert set(top_k(scores, 4, torch.Generator().manual_seed(1)).tolist()) == {1, 3, 5, 2}
     # over many seeds, every tied candidate gets picked sometimes
-    picked = {i for s in range(30) for i in top_k(scores, 1, torch.Generator().manual_seed(s)).tolist()}
+    picked = {
+        i for s in range(30) for i in top_k(scores, 1, torch.Generator().manual_seed(s)).tolist()
+    }
     assert picked == {1, 3, 5}
 
 
@@ -76,7 +80,9 @@ def _ctx(seed=0):
     data = ActiveDataset("toy", x, y, x[:5], y[:5], 3)
     torch.manual_seed(0)
     model = cnn(in_channels=1, num_classes=3)
-    return AcquisitionContext(model, data, torch.arange(5), torch.Generator().manual_seed(seed), score_batch_size=7)
+    return AcquisitionContext(
+        model, data, torch.arange(5), torch.Generator().manual_seed(seed), score_batch_size=7
+    )
 
 
 def test_score_acquisition_selects_the_top_scores_in_batches():

@@ -1,4 +1,5 @@
 """Ent w. AdaMixup: policy region generator and intrusion discriminator, both trained (docs/methods.md §8)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,10 @@ def test_network_sizes_match_the_paper():
     assert count_parameters(IntrusionDiscriminator(512, 10)) == 5_152  # the paper's "5K"
     assert count_parameters(PolicyRegionGenerator(1, 28)) == 145_715  # not counted in Table 1
     assert count_parameters(PolicyRegionGenerator(3, 32)) == 228_211
-    assert PolicyRegionGenerator(1, 8)(torch.randn(2, 1, 8, 8)).shape == (2, 3)  # small images are padded
+    assert PolicyRegionGenerator(1, 8)(torch.randn(2, 1, 8, 8)).shape == (
+        2,
+        3,
+    )  # small images are padded
 
 
 def test_the_discriminator_is_sized_from_the_classifier_embedding():
@@ -47,7 +51,9 @@ def test_the_discriminator_is_sized_from_the_classifier_embedding():
         aug = AdaMixup()
         aug.begin_iteration(context(model, data), torch.arange(6, 16))
         assert aug.discriminator.embed_dim == model.embed_dim
-        assert aug.aux_parameters() == (model.embed_dim + 1) * 3 + (3 + 1) * 2  # Linear(d, C), Linear(C, 2)
+        assert (
+            aug.aux_parameters() == (model.embed_dim + 1) * 3 + (3 + 1) * 2
+        )  # Linear(d, C), Linear(C, 2)
     assert aug.aux_parameters() == 512 * 3 + 3 + 3 * 2 + 2
 
 
@@ -61,7 +67,9 @@ def test_lambda_stays_in_its_region_within_0_and_1():
         u = torch.rand(256)
         lam = mixing_lambda(region, u)
         assert torch.allclose(region.sum(1), torch.ones(256))
-        assert bool(((lam >= region[:, 0] - 1e-6) & (lam <= region[:, 0] + region[:, 1] + 1e-6)).all())
+        assert bool(
+            ((lam >= region[:, 0] - 1e-6) & (lam <= region[:, 0] + region[:, 1] + 1e-6)).all()
+        )
         assert bool(((lam >= 0) & (lam <= 1)).all())
     for u in (torch.zeros(256), torch.ones(256)):  # the interval's ends
         lam = mixing_lambda(region, u)
@@ -71,7 +79,9 @@ def test_lambda_stays_in_its_region_within_0_and_1():
 def test_losses_weight_each_sample_by_its_own_lambda():
     data = toy_data()
     torch.manual_seed(0)
-    model = cnn(1, 3, width=4).eval()  # eval: per-sample outputs, so the hand computation can split the batch
+    model = cnn(
+        1, 3, width=4
+    ).eval()  # eval: per-sample outputs, so the hand computation can split the batch
     disc = IntrusionDiscriminator(model.embed_dim, 3)
     lam = torch.tensor([0.1, 0.5, 0.8])
     x1, x2, xu = data.x_train[[0, 1, 2]], data.x_train[[4, 5, 3]], data.x_train[[6, 7]]
@@ -81,10 +91,14 @@ def test_losses_weight_each_sample_by_its_own_lambda():
     logits_mix, logits_1 = model(mix(x1, x2, lam)), model(x1)
     ce_mix_1 = F.cross_entropy(logits_mix, y1, reduction="none")
     ce_mix_2 = F.cross_entropy(logits_mix, y2, reduction="none")
-    expected = (lam * ce_mix_1 + (1 - lam) * ce_mix_2).sum() + F.cross_entropy(logits_1, y1, reduction="sum")
+    expected = (lam * ce_mix_1 + (1 - lam) * ce_mix_2).sum() + F.cross_entropy(
+        logits_1, y1, reduction="sum"
+    )
     torch.testing.assert_close(cls_sum, expected)
     # The official code's batch-mean weighting gives another number: the test can tell them apart.
-    official = (lam * ce_mix_1.mean() + (1 - lam) * ce_mix_2.mean()).sum() + F.cross_entropy(logits_1, y1, reduction="sum")
+    official = (lam * ce_mix_1.mean() + (1 - lam) * ce_mix_2.mean()).sum() + F.cross_entropy(
+        logits_1, y1, reduction="sum"
+    )
     assert abs(float((official - expected).detach())) > 1e-4
     embeddings = model.embed(torch.cat([mix(x1, x2, lam), x1, xu]))
     is_original = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])
@@ -96,7 +110,9 @@ def test_selection_is_the_acquisition_alone():
     model = trained_model(data, epochs=3)
     candidates = torch.arange(6, 66)
     plain = MaxEntropy().select(context(model, data), candidates, 10)
-    assert sorted(AdaMixup().choose_query(MaxEntropy(), context(model, data), candidates, 10).tolist()) == sorted(plain.tolist())
+    assert sorted(
+        AdaMixup().choose_query(MaxEntropy(), context(model, data), candidates, 10).tolist()
+    ) == sorted(plain.tolist())
     with pytest.raises(ConfigError, match="query must be >= 2"):
         AdaMixup().choose_query(MaxEntropy(), context(model, data), candidates, 1)
 
@@ -110,13 +126,15 @@ def test_policy_and_discriminator_are_trained_and_persist_across_iterations():
     assert aug.extra_step(model, opt) is None  # the initial training: nothing acquired yet
     aug.begin_iteration(context(model, data), torch.arange(6, 16))
     policy, disc = aug.policy, aug.discriminator
-    snapshot = lambda *nets: [p.detach().clone() for n in nets for p in n.parameters()]  # noqa: E731
+    snapshot = lambda *nets: [p.detach().clone() for n in nets for p in n.parameters()]
     policy_0, disc_0, model_0 = snapshot(policy), snapshot(disc), snapshot(model)
     for _ in range(3):
         loss_sum, n = aug.extra_step(model, opt)
         assert n == 10 and torch.isfinite(loss_sum)  # 5 mixes + 5 originals
-    changed = lambda before, *nets: [not torch.equal(a, b) for a, b in zip(before, snapshot(*nets))]  # noqa: E731
-    assert all(changed(policy_0, policy))  # every policy tensor moved: gradients reach pi through lambda
+    changed = lambda before, *nets: [not torch.equal(a, b) for a, b in zip(before, snapshot(*nets))]
+    assert all(
+        changed(policy_0, policy)
+    )  # every policy tensor moved: gradients reach pi through lambda
     assert all(changed(disc_0, disc))
     assert any(changed(model_0, model))
     m = aug.metrics()
@@ -126,7 +144,9 @@ def test_policy_and_discriminator_are_trained_and_persist_across_iterations():
     assert m["class_loss"] > 0 and m["intrusion_loss"] > 0
     aug.begin_iteration(context(model, data), torch.arange(16, 26))  # the next iteration
     assert aug.policy is policy and aug.discriminator is disc  # created once, not re-created
-    assert all(int(opt.state[p]["step"]) == 6 for p in policy.parameters())  # the same optimizer state
+    assert all(
+        int(opt.state[p]["step"]) == 6 for p in policy.parameters()
+    )  # the same optimizer state
 
 
 def test_one_optimizer_takes_a_step_on_l_cls_then_a_step_on_l_intr():
@@ -140,13 +160,17 @@ def test_one_optimizer_takes_a_step_on_l_cls_then_a_step_on_l_intr():
     aug = AdaMixup(lr=5e-4)
     aug.begin_iteration(context(model, data), torch.arange(6, 16))
     groups = {
-        "fc": list(model.fc.parameters()), "trunk": list(model.stages.parameters()),
-        "pi": list(aug.policy.parameters()), "phi": list(aug.discriminator.parameters()),
+        "fc": list(model.fc.parameters()),
+        "trunk": list(model.stages.parameters()),
+        "pi": list(aug.policy.parameters()),
+        "phi": list(aug.discriminator.parameters()),
     }
     calls, real_step = [], opt.step
 
     def spy(*args, **kwargs):  # which networks carry a gradient at each optimizer step
-        calls.append({name for name, params in groups.items() if any(p.grad is not None for p in params)})
+        calls.append(
+            {name for name, params in groups.items() if any(p.grad is not None for p in params)}
+        )
         return real_step(*args, **kwargs)
 
     opt.step = spy
@@ -156,13 +180,22 @@ def test_one_optimizer_takes_a_step_on_l_cls_then_a_step_on_l_intr():
     # L_cls reaches the classifier and, through lambda, pi; L_intr reaches the trunk (the
     # embedding), phi and, through lambda in the mixes, pi; never the classifier's fc.
     assert calls == [{"fc", "trunk", "pi"}, {"trunk", "pi", "phi"}] * k
-    assert all(p.grad is None for params in groups.values() for p in params)  # zeroed after the steps
+    assert all(
+        p.grad is None for params in groups.values() for p in params
+    )  # zeroed after the steps
     # One optimizer: pi and phi are a param group of the classifier's Adam, at augment.lr.
     assert aug.optimizer is opt and len(opt.param_groups) == 2
-    assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for p in groups["pi"] + groups["phi"]}
+    assert {id(p) for p in opt.param_groups[1]["params"]} == {
+        id(p) for p in groups["pi"] + groups["phi"]
+    }
     assert opt.param_groups[1]["lr"] == 5e-4 and opt.param_groups[0]["lr"] == 1e-3
-    steps = lambda name: {int(opt.state[p]["step"]) for p in groups[name]}  # noqa: E731
-    assert steps("fc") == {k} and steps("phi") == {k} and steps("pi") == {2 * k} and steps("trunk") == {2 * k}
+    steps = lambda name: {int(opt.state[p]["step"]) for p in groups[name]}
+    assert (
+        steps("fc") == {k}
+        and steps("phi") == {k}
+        and steps("pi") == {2 * k}
+        and steps("trunk") == {2 * k}
+    )
     # The labeled pass steps the same optimizer; pi and phi get no gradient there and stay put.
     before = [p.detach().clone() for p in groups["pi"] + groups["phi"]]
     train_epoch(model, opt, data.x_train, data.y_train, torch.arange(6), 3)
@@ -194,7 +227,9 @@ def test_each_step_uses_its_own_loss_gradient_at_the_same_forward():
     opt.step = spy
     lams, inputs, expected = [], {}, {}
     real_lambda, real_cls, real_intr = (
-        adamixup_module.mixing_lambda, adamixup_module.classification_loss, adamixup_module.intrusion_loss,
+        adamixup_module.mixing_lambda,
+        adamixup_module.classification_loss,
+        adamixup_module.intrusion_loss,
     )
 
     def record_lambda(region, u):
@@ -208,7 +243,10 @@ def test_each_step_uses_its_own_loss_gradient_at_the_same_forward():
     def record_intr(model, disc, x1, x2, xu, lam):
         # Called before either step: each loss's gradient by plain autograd, lambda uncut.
         lam_graph = lams[-1]
-        cls = real_cls(model, inputs["x1"], inputs["y1"], inputs["x2"], inputs["y2"], lam_graph, 3) / 10
+        cls = (
+            real_cls(model, inputs["x1"], inputs["y1"], inputs["x2"], inputs["y2"], lam_graph, 3)
+            / 10
+        )
         intr = real_intr(model, disc, x1, x2, xu, lam_graph)
         expected["cls"] = torch.autograd.grad(cls, params, retain_graph=True, allow_unused=True)
         expected["intr"] = torch.autograd.grad(intr, params, retain_graph=True, allow_unused=True)
@@ -275,10 +313,18 @@ class _DivergesAtIteration2(AdaMixup):
 
 
 def test_a_non_finite_region_stops_the_run_with_one_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"^AdaMixup's policy region .* non-finite.*smaller augment\.lr") as err:
+    with pytest.raises(
+        ConfigError, match=r"^AdaMixup's policy region .* non-finite.*smaller augment\.lr"
+    ) as err:
         run_active_learning(
-            data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=_DivergesAtIteration2(),
-            protocol=tiny_protocol(query=4, pool_subset=20), out_dir=tmp_path, seed=0, device=CPU,
+            data=toy_data(),
+            model_factory=cnn,
+            acquisition=MaxEntropy(),
+            augment=_DivergesAtIteration2(),
+            protocol=tiny_protocol(query=4, pool_subset=20),
+            out_dir=tmp_path,
+            seed=0,
+            device=CPU,
             options=RunOptions(progress=False),
         )
     assert "\n" not in str(err.value)
@@ -296,9 +342,15 @@ def test_interrupted_run_resumes_exactly_with_the_shared_optimizer(tmp_path, mon
 
     def go(out_dir):
         return run_active_learning(
-            data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=AdaMixup(),
-            protocol=tiny_protocol(query=4, pool_subset=20, epochs=2, reinit=reinit), out_dir=out_dir, seed=3,
-            device=CPU, options=RunOptions(progress=False),
+            data=toy_data(),
+            model_factory=cnn,
+            acquisition=MaxEntropy(),
+            augment=AdaMixup(),
+            protocol=tiny_protocol(query=4, pool_subset=20, epochs=2, reinit=reinit),
+            out_dir=out_dir,
+            seed=3,
+            device=CPU,
+            options=RunOptions(progress=False),
         )
 
     go(tmp_path / "straight")
@@ -308,10 +360,18 @@ def test_interrupted_run_resumes_exactly_with_the_shared_optimizer(tmp_path, mon
             go(tmp_path / "resumed")
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
     assert len(ckpt["optimizer"]["param_groups"]) == 1  # the classifier's group alone
-    assert len(ckpt["augment"]["adam_state"]) == len(list(PolicyRegionGenerator(1, 8).parameters())) + 4
-    assert all(int(s["step"]) == 4 for s in ckpt["augment"]["adam_state"][:-4])  # pi: 2 steps x 2 epochs
+    assert (
+        len(ckpt["augment"]["adam_state"])
+        == len(list(PolicyRegionGenerator(1, 8).parameters())) + 4
+    )
+    assert all(
+        int(s["step"]) == 4 for s in ckpt["augment"]["adam_state"][:-4]
+    )  # pi: 2 steps x 2 epochs
     go(tmp_path / "resumed")
-    resumed, straight = read_csv(tmp_path / "resumed" / "metrics.csv"), read_csv(tmp_path / "straight" / "metrics.csv")
+    resumed, straight = (
+        read_csv(tmp_path / "resumed" / "metrics.csv"),
+        read_csv(tmp_path / "straight" / "metrics.csv"),
+    )
     assert without_timings(resumed) == without_timings(straight)
 
 
@@ -337,6 +397,15 @@ def test_state_round_trip_and_shape_mismatch():
             assert torch.equal(opt.state[p][key], fresh.state[q][key])
     with pytest.raises(ConfigError, match="older AdaMixup"):
         AdaMixup().load_state_dict({k: v for k, v in state.items() if k != "adam_state"})
-    colour = ActiveDataset("colour", torch.randn(40, 3, 8, 8), torch.arange(40) % 3, torch.randn(6, 3, 8, 8), torch.arange(6) % 3, 3)
-    with pytest.raises(ConfigError, match=r"built for 1x8x8 images .* 3x8x8 images.*fresh run directory"):
+    colour = ActiveDataset(
+        "colour",
+        torch.randn(40, 3, 8, 8),
+        torch.arange(40) % 3,
+        torch.randn(6, 3, 8, 8),
+        torch.arange(6) % 3,
+        3,
+    )
+    with pytest.raises(
+        ConfigError, match=r"built for 1x8x8 images .* 3x8x8 images.*fresh run directory"
+    ):
         restored.begin_iteration(context(cnn(3, 3, width=4), colour), torch.arange(6, 16))

@@ -1,4 +1,6 @@
-"""ladarun-table on hand-written runs: means, sample stds, final/area, Time ratios, bold, ablations, sections, bad input."""
+"""ladarun-table on hand-written runs: means, sample stds, final/area, Time ratios, bold,
+ablations, sections, bad input."""
+
 import math
 
 import pandas as pd
@@ -19,10 +21,14 @@ def runs(tmp_path):
     write_run(root, acquisition="ent", seed=0, accs=(60, 85, 70), iter_s=(50, 2, 2))
     write_run(root, acquisition="ent", seed=1, accs=(60, 87, 70), iter_s=(50, 4, 4))
     write_run(root, acquisition="ent", augment="infomixup", accs=(60, 70, 88), aux_params=77063)
-    write_run(root, acquisition="var", seed=0, accs=(60, 70), finished=False)  # stopped after iteration 1
+    write_run(
+        root, acquisition="var", seed=0, accs=(60, 70), finished=False
+    )  # stopped after iteration 1
     (root / "quick/fashion/var-none/seed0/checkpoint.pt").write_bytes(b"x")
     failed = write_run(root, acquisition="ent", seed=2, accs=(60,), finished=False)
-    (failed / "failed.json").write_text('{"error": "ConfigError", "message": "protocol.query=500 is too large"}')
+    (failed / "failed.json").write_text(
+        '{"error": "ConfigError", "message": "protocol.query=500 is too large"}'
+    )
     # Protocol paper: same dataset and row, another protocol.
     write_run(root, acquisition="random", protocol="paper", accs=(40, 50, 45))
     return root
@@ -35,17 +41,30 @@ def cells(root, **kw):
 
 def test_means_sample_stds_ratios_and_bold(runs):
     df = cells(runs)
-    random, bald, ent, entmix = (df.loc[("quick", "fashion", k)] for k in ("random", "bald", "ent", "ent_infomixup"))
-    assert (random.n, random.best_mean, random.best_std) == (3, 82.0, 2.0)  # ddof=1: sqrt(((-2)^2 + 0 + 2^2) / 2)
+    random, bald, ent, entmix = (
+        df.loc[("quick", "fashion", k)] for k in ("random", "bald", "ent", "ent_infomixup")
+    )
+    assert (random.n, random.best_mean, random.best_std) == (
+        3,
+        82.0,
+        2.0,
+    )  # ddof=1: sqrt(((-2)^2 + 0 + 2^2) / 2)
     assert bald.best_mean == 81.5 and bald.best_std == pytest.approx(math.sqrt(0.5))
     assert ent.best_mean == 86.0 and ent.best_std == pytest.approx(math.sqrt(2))
     assert random.time_ratio == 1.0
     assert bald.time_ratio == pytest.approx(1.5)
-    assert ent.time_ratio == pytest.approx(3.0)  # mean of 2, 2, 4, 4 over mean of 1s; iteration 0 left out
+    assert ent.time_ratio == pytest.approx(
+        3.0
+    )  # mean of 2, 2, 4, 4 over mean of 1s; iteration 0 left out
     assert entmix.param == 77063 and ent.param == 0
     # Bold (Welch): Random 80/82/84 vs BALD 81/82 cannot be told apart, so both are bold; LADA_EntMix
     # has one seed (no variance to test), so Max Entropy is not significantly worse either.
-    assert (random.bold_best, bald.bold_best, entmix.bold_best, ent.bold_best) == (True, True, True, True)
+    assert (random.bold_best, bald.bold_best, entmix.bold_best, ent.bold_best) == (
+        True,
+        True,
+        True,
+        True,
+    )
     var = df.loc[("quick", "fashion", "var")]
     assert (var.n, var.n_unfinished, var.bold_best) == (0, 1, False) and math.isnan(var.best_mean)
     assert ent.n_unfinished == 1  # the failed seed 2
@@ -53,23 +72,41 @@ def test_means_sample_stds_ratios_and_bold(runs):
 
 def test_final_accuracy_and_area_come_from_metrics_csv(runs):
     # Random's runs: accs (60, top, top - 5) for top = 80, 82, 84; BALD's (60, 70, top) for top = 81, 82.
-    for path in runs.rglob("summary.json"):  # a run written before summary.json had "area": nothing else to read
+    for path in runs.rglob(
+        "summary.json"
+    ):  # a run written before summary.json had "area": nothing else to read
         path.write_text(path.read_text().replace('"final_acc"', '"old_final_acc"'))
     df = cells(runs)
     random, bald = df.loc[("quick", "fashion", "random")], df.loc[("quick", "fashion", "bald")]
     assert random.final_mean == 77.0 and random.final_std == 2.0
-    assert random.area_mean == 73.0 and random.area_std == pytest.approx(4 / 3)  # means 71.67, 73, 74.33
+    assert random.area_mean == 73.0 and random.area_std == pytest.approx(
+        4 / 3
+    )  # means 71.67, 73, 74.33
     assert bald.final_mean == 81.5 and bald.area_mean == pytest.approx((130 + 81.5) / 3)
     assert bald.area_std == pytest.approx(math.sqrt(0.5) / 3)
 
 
 def test_acquisition_time_ratio_is_relative_to_random(tmp_path):
     for seed in (0, 1):
-        write_run(tmp_path, acquisition="random", seed=seed, acquire_s=(0.0, 0.01, 0.03), iter_s=(50, 2, 2))
-        write_run(tmp_path, acquisition="ent", seed=seed, acquire_s=(0.0, 0.5, 0.3 + seed * 0.4), iter_s=(50, 3, 3))
+        write_run(
+            tmp_path,
+            acquisition="random",
+            seed=seed,
+            acquire_s=(0.0, 0.01, 0.03),
+            iter_s=(50, 2, 2),
+        )
+        write_run(
+            tmp_path,
+            acquisition="ent",
+            seed=seed,
+            acquire_s=(0.0, 0.5, 0.3 + seed * 0.4),
+            iter_s=(50, 3, 3),
+        )
     df = cells(tmp_path)
     random, ent = df.loc[("quick", "fashion", "random")], df.loc[("quick", "fashion", "ent")]
-    assert random.acq_ratio == 1.0 and random.acquire_s == pytest.approx(0.02)  # iteration 0 left out
+    assert random.acq_ratio == 1.0 and random.acquire_s == pytest.approx(
+        0.02
+    )  # iteration 0 left out
     assert ent.acquire_s == pytest.approx(0.5) and ent.acq_ratio == pytest.approx(25.0)
     assert ent.time_ratio == pytest.approx(1.5)  # the whole-iteration ratio is a separate column
 
@@ -79,7 +116,10 @@ def test_bold_rule_on_hand_built_per_seed_values():
     # One-sided Welch p = 0.040 (< 0.05: the best beats the second-best by more than the seed noise);
     # a two-sided test (p = 0.081) would bold both.
     assert bold_rows([best, [78, 80, 82, 79, 81]]) == [True, False]
-    assert bold_rows([[78, 80, 82, 79, 81], best]) == [False, True]  # order in the table does not matter
+    assert bold_rows([[78, 80, 82, 79, 81], best]) == [
+        False,
+        True,
+    ]  # order in the table does not matter
     # p = 0.17: not significant, so both rows are bold.
     assert bold_rows([best, [79, 81, 83, 80, 82]]) == [True, True]
     # Not significant against the second-best: every row not significantly worse than the best is bold.
@@ -97,7 +137,9 @@ def test_bold_rule_on_hand_built_per_seed_values():
 
 
 def test_bold_rule_in_the_written_table(tmp_path):
-    for seed, (a, b, c) in enumerate(zip([80, 82, 84, 81, 83], [78, 80, 82, 79, 81], [79, 81, 83, 80, 82])):
+    for seed, (a, b, c) in enumerate(
+        zip([80, 82, 84, 81, 83], [78, 80, 82, 79, 81], [79, 81, 83, 80, 82])
+    ):
         write_run(tmp_path, acquisition="random", seed=seed, accs=(50, a))
         write_run(tmp_path, acquisition="bald", seed=seed, accs=(50, b))
         write_run(tmp_path, acquisition="ent", seed=seed, accs=(50, c))
@@ -106,8 +148,12 @@ def test_bold_rule_in_the_written_table(tmp_path):
         path.write_text(path.read_text().replace("iterations: 2", "iterations: 1"))
     assert main([str(tmp_path)]) == 0
     md = (tmp_path / "table1.md").read_text()
-    assert "| Baselines | Random | **82.00 ± 1.58** | **82.00 ± 1.58** | **66.00 ± 0.79** | 5 |" in md
-    assert "|  | BALD | 80.00 ± 1.58 | 80.00 ± 1.58 | 65.00 ± 0.79 | 5 |" in md  # significant: Random alone
+    assert (
+        "| Baselines | Random | **82.00 ± 1.58** | **82.00 ± 1.58** | **66.00 ± 0.79** | 5 |" in md
+    )
+    assert (
+        "|  | BALD | 80.00 ± 1.58 | 80.00 ± 1.58 | 65.00 ± 0.79 | 5 |" in md
+    )  # significant: Random alone
     # Max Entropy (81 ± 1.58) and Var Ratio (82 ± 1.58) are in different groups: each alone, not bold.
     assert "| Entropy-based | Max Entropy | 81.00 ± 1.58 |" in md
     assert "one-sided Welch t-test on the per-seed values, p < 0.05" in md
@@ -148,7 +194,10 @@ def test_protocols_are_never_averaged_together(runs):
     assert df.loc[("quick", "fashion", "random"), "best_mean"] == 82.0
     paper = df.loc[("paper", "fashion", "random")]
     assert (paper.n, paper.best_mean) == (1, 50.0)
-    assert sorted(agg.sections.values()) == ["Protocol paper, model cnn", "Protocol quick, model cnn"]
+    assert sorted(agg.sections.values()) == [
+        "Protocol paper, model cnn",
+        "Protocol quick, model cnn",
+    ]
     assert any("Random on fashion has runs under 2 protocol settings" in n for n in agg.notes)
 
 
@@ -160,7 +209,8 @@ def test_a_changed_protocol_value_is_its_own_section(runs):
     quick = agg.cells[agg.cells["protocol"] == "quick"]
     assert sorted(quick.loc[quick["row"] == "random", "best_mean"]) == [82.0, 99.0]
     assert sorted(h for h in agg.sections.values() if "quick" in h) == [
-        "Protocol quick, model cnn (protocol.epochs=10)", "Protocol quick, model cnn (protocol.epochs=3)",
+        "Protocol quick, model cnn (protocol.epochs=10)",
+        "Protocol quick, model cnn (protocol.epochs=3)",
     ]
 
 
@@ -168,18 +218,27 @@ def test_unfinished_failed_and_unusable_runs_are_listed(runs):
     write_run(runs, acquisition="random", seed=9, folder="copied_without_hydra", config=False)
     broken = write_run(runs, acquisition="var", seed=1)
     text = (broken / "metrics.csv").read_text()
-    (broken / "metrics.csv").write_text(text[: text.rstrip().rfind(",", 0, len(text) - 12)])  # cut mid-row
+    (broken / "metrics.csv").write_text(
+        text[: text.rstrip().rfind(",", 0, len(text) - 12)]
+    )  # cut mid-row
     agg = aggregate(runs)
     status = {str(r.path.relative_to(runs)): (r.status, r.problem) for r in agg.not_finished}
     assert status["quick/fashion/var-none/seed0"] == ("incomplete", None)
     assert status["quick/fashion/ent-none/seed2"] == ("failed", None)
-    assert status["copied_without_hydra"][0] == "unusable" and "no config" in status["copied_without_hydra"][1]
+    assert (
+        status["copied_without_hydra"][0] == "unusable"
+        and "no config" in status["copied_without_hydra"][1]
+    )
     assert "truncated or corrupted at line 4" in status["quick/fashion/var-none/seed1"][1]
-    assert agg.cells.set_index(["protocol", "row"]).loc[("quick", "random"), "n"] == 3  # the copy is not counted
+    assert (
+        agg.cells.set_index(["protocol", "row"]).loc[("quick", "random"), "n"] == 3
+    )  # the copy is not counted
 
 
 def test_duplicate_seed_is_counted_once(runs):
-    write_run(runs, acquisition="random", seed=0, accs=(60, 10, 10), folder="zz_copy/seed0")  # sorts after the original
+    write_run(
+        runs, acquisition="random", seed=0, accs=(60, 10, 10), folder="zz_copy/seed0"
+    )  # sorts after the original
     agg = aggregate(runs)
     assert agg.cells.set_index(["protocol", "row"]).loc[("quick", "random"), "best_mean"] == 82.0
     assert any("second run of seed 0" in (r.problem or "") for r in agg.not_finished)
@@ -189,34 +248,69 @@ def test_an_augment_setting_override_is_an_ablation_of_the_row_not_a_second_run(
     # An ablation of the same row and seeds, e.g. `augment.tau_activation=softplus`, that does better
     # than every row of its group: it is listed apart and never bold.
     for seed in (0, 1, 2):
-        write_run(runs, acquisition="ent", augment="infomixup", seed=seed, accs=(60, 70, 95 + seed), folder=f"ablation/seed{seed}",
-                  settings={"augment": {"tau_activation": "softplus"}})
+        write_run(
+            runs,
+            acquisition="ent",
+            augment="infomixup",
+            seed=seed,
+            accs=(60, 70, 95 + seed),
+            folder=f"ablation/seed{seed}",
+            settings={"augment": {"tau_activation": "softplus"}},
+        )
     # The default written out (a run whose config has every key) is the same setting as the run
     # whose config lacks the key: one row, two seeds.
-    write_run(runs, acquisition="ent", augment="infomixup", seed=1, accs=(60, 70, 86), folder="explicit/seed1",
-              settings={"augment": {"tau_activation": "sigmoid", "samples": 5}})
+    write_run(
+        runs,
+        acquisition="ent",
+        augment="infomixup",
+        seed=1,
+        accs=(60, 70, 86),
+        folder="explicit/seed1",
+        settings={"augment": {"tau_activation": "sigmoid", "samples": 5}},
+    )
     agg = aggregate(runs)
     assert not any(r.problem for r in agg.runs)
-    entmix = agg.cells[(agg.cells["protocol"] == "quick") & (agg.cells["row"] == "ent_infomixup")].set_index("label")
-    assert dict(entmix["best_mean"]) == {"LADA_EntMix": 87.0, "LADA_EntMix [augment.tau_activation=softplus]": 96.0}
-    assert dict(entmix["n"]) == {"LADA_EntMix": 2, "LADA_EntMix [augment.tau_activation=softplus]": 3}
-    assert dict(entmix["is_variant"]) == {"LADA_EntMix": False, "LADA_EntMix [augment.tau_activation=softplus]": True}
+    entmix = agg.cells[
+        (agg.cells["protocol"] == "quick") & (agg.cells["row"] == "ent_infomixup")
+    ].set_index("label")
+    assert dict(entmix["best_mean"]) == {
+        "LADA_EntMix": 87.0,
+        "LADA_EntMix [augment.tau_activation=softplus]": 96.0,
+    }
+    assert dict(entmix["n"]) == {
+        "LADA_EntMix": 2,
+        "LADA_EntMix [augment.tau_activation=softplus]": 3,
+    }
+    assert dict(entmix["is_variant"]) == {
+        "LADA_EntMix": False,
+        "LADA_EntMix [augment.tau_activation=softplus]": True,
+    }
     ablation = entmix.loc["LADA_EntMix [augment.tau_activation=softplus]"]
     assert not (ablation.bold_best or ablation.bold_final or ablation.bold_area)
-    assert entmix.loc["LADA_EntMix", "bold_best"]  # the group's bold is decided without the ablation
+    assert entmix.loc[
+        "LADA_EntMix", "bold_best"
+    ]  # the group's bold is decided without the ablation
 
     assert main([str(runs)]) == 0
     md = (runs / "table1.md").read_text()
-    quick = md[md.index("## Protocol quick"):md.index("## Unfinished")]
-    main_table, ablations = quick.split("#### Fashion: ablations (non-default settings; never bold)")
+    quick = md[md.index("## Protocol quick") : md.index("## Unfinished")]
+    main_table, ablations = quick.split(
+        "#### Fashion: ablations (non-default settings; never bold)"
+    )
     assert "|  | LADA_EntMix | **87.00 ± 1.41** |" in main_table and "softplus" not in main_table
-    assert "| Entropy-based | LADA_EntMix [augment.tau_activation=softplus] | 96.00 ± 1.00 | 96.00 ± 1.00 |" in ablations
+    assert (
+        "| Entropy-based | LADA_EntMix [augment.tau_activation=softplus] | 96.00 ± 1.00 | 96.00 ± 1.00 |"
+        in ablations
+    )
     assert "**" not in ablations
     csv = pd.read_csv(runs / "table1.csv")
     ab = csv[csv["ablation"]]
     assert list(ab["label"]) == ["LADA_EntMix [augment.tau_activation=softplus]"]
     assert not ab[["bold_best", "bold_final", "bold_area"]].any(axis=None)
-    assert csv.index[csv["ablation"]][0] > csv.index[(csv["protocol"] == "quick") & ~csv["ablation"]].max()
+    assert (
+        csv.index[csv["ablation"]][0]
+        > csv.index[(csv["protocol"] == "quick") & ~csv["ablation"]].max()
+    )
     tex = (runs / "table1.tex").read_text()
     assert r"\emph{Ablations (non-default settings; never bold)}" in tex
     assert tex.index("emph{Ablations") < tex.index("tau\\_activation=softplus")
@@ -224,9 +318,18 @@ def test_an_augment_setting_override_is_an_ablation_of_the_row_not_a_second_run(
 
 def test_settings_none_of_which_is_the_default_are_all_ablations(tmp_path):
     for tau in ("softplus", "relu"):
-        write_run(tmp_path, acquisition="ent", augment="infomixup", folder=tau, settings={"augment": {"tau_activation": tau}})
+        write_run(
+            tmp_path,
+            acquisition="ent",
+            augment="infomixup",
+            folder=tau,
+            settings={"augment": {"tau_activation": tau}},
+        )
     agg = aggregate(tmp_path)
-    assert sorted(agg.cells["label"]) == ["LADA_EntMix [augment.tau_activation=relu]", "LADA_EntMix [augment.tau_activation=softplus]"]
+    assert sorted(agg.cells["label"]) == [
+        "LADA_EntMix [augment.tau_activation=relu]",
+        "LADA_EntMix [augment.tau_activation=softplus]",
+    ]
     assert agg.cells["is_variant"].all()
     assert any("none of them the package default" in n for n in agg.notes)
 
@@ -235,17 +338,31 @@ def test_console_entry_writes_md_csv_tex_with_paper_values(runs, capsys):
     assert main([str(runs), "--paper"]) == 0
     md = (runs / "table1.md").read_text()
     assert "sample standard deviation (ddof=1)" in md
-    assert "| Group | Method | Best | Final | Area | n | Time | Acq. time | Param | Paper | Δ | Paper Time | Paper Param |" in md
-    assert "| Baselines | Random | **82.00 ± 2.00** | 77.00 ± 2.00 | **73.00 ± 1.33** | 3 | 1.00 | 1.00 | - | 80.96 ± 0.62 | +1.04 | 1.00 | - |" in md
-    assert "| Entropy-based | Max Entropy | **86.00 ± 1.41** | **70.00 ± 0.00** | **72.00 ± 0.47** | 2 (+1) | 3.00 | 1.00 |" in md
-    assert "|  | LADA_EntMix | **88.00 ± –** | **88.00 ± –** | **72.67 ± –** | 1 | 1.00 | 1.00 | 77.1K |" in md
+    assert (
+        "| Group | Method | Best | Final | Area | n | Time | Acq. time | Param | Paper | Δ | Paper Time | Paper Param |"
+        in md
+    )
+    assert (
+        "| Baselines | Random | **82.00 ± 2.00** | 77.00 ± 2.00 | **73.00 ± 1.33** | 3 | 1.00 | "
+        "1.00 | - | 80.96 ± 0.62 | +1.04 | 1.00 | - |" in md
+    )
+    assert (
+        "| Entropy-based | Max Entropy | **86.00 ± 1.41** | **70.00 ± 0.00** | **72.00 ± 0.47** | "
+        "2 (+1) | 3.00 | 1.00 |" in md
+    )
+    assert (
+        "|  | LADA_EntMix | **88.00 ± –** | **88.00 ± –** | **72.67 ± –** | 1 | 1.00 | 1.00 | 77.1K |"
+        in md
+    )
     assert md.index("## Protocol paper") < md.index("## Protocol quick")
     assert "iteration 1 of 2" in md and "resumes from its checkpoint" in md
     assert "ConfigError: protocol.query=500 is too large" in md
     csv = pd.read_csv(runs / "table1.csv")
     row = csv[(csv["protocol"] == "quick") & (csv["row"] == "ent")].iloc[0]
     assert (row.best_acc_mean, row.final_acc_mean, row.n, row.paper_mean) == (86.0, 70.0, 2, 80.93)
-    assert row.area_mean == pytest.approx((60 + 85 + 70 + 60 + 87 + 70) / 6) and row.acq_time_ratio == pytest.approx(1.0)
+    assert row.area_mean == pytest.approx(
+        (60 + 85 + 70 + 60 + 87 + 70) / 6
+    ) and row.acq_time_ratio == pytest.approx(1.0)
     assert row["diff"] == pytest.approx(86.0 - 80.93)
     tex = (runs / "table1.tex").read_text()
     assert r"\textbf{82.00 $\pm$ 2.00}" in tex and r"LADA$_{\mathrm{EntMix}}$" in tex
@@ -274,16 +391,33 @@ def test_adamixup_region_is_reported_under_notes(tmp_path):
     """Ent w. AdaMixup's region columns say whether its policy collapsed to U(0, 1)."""
     collapsed, working = tmp_path / "collapsed", tmp_path / "working"
     for seed in (0, 1):
-        write_run(collapsed, acquisition="ent", augment="adamixup", seed=seed,
-                  extra={"region_a": ["", 0.3, 1e-9], "region_delta": ["", 0.4, 1.0]})
-        write_run(working, acquisition="ent", augment="adamixup", seed=seed,
-                  extra={"region_a": ["", 0.3, 0.35], "region_delta": ["", 0.4, 0.3]})
+        write_run(
+            collapsed,
+            acquisition="ent",
+            augment="adamixup",
+            seed=seed,
+            extra={"region_a": ["", 0.3, 1e-9], "region_delta": ["", 0.4, 1.0]},
+        )
+        write_run(
+            working,
+            acquisition="ent",
+            augment="adamixup",
+            seed=seed,
+            extra={"region_a": ["", 0.3, 0.35], "region_delta": ["", 0.4, 0.3]},
+        )
     note = [n for n in aggregate(collapsed).notes if "mixing region" in n]
     assert len(note) == 1 and "in 50% of iterations" in note[0] and "Δ = 1" in note[0]
     assert "collapsed" not in note[0]  # half of the iterations is not a collapse
-    write_run(collapsed, acquisition="ent", augment="adamixup", seed=2,
-              extra={"region_a": ["", 1e-9, 1e-9], "region_delta": ["", 1.0, 1.0]})
-    assert any("67% of iterations" in n and "the policy collapsed" in n for n in aggregate(collapsed).notes)
+    write_run(
+        collapsed,
+        acquisition="ent",
+        augment="adamixup",
+        seed=2,
+        extra={"region_a": ["", 1e-9, 1e-9], "region_delta": ["", 1.0, 1.0]},
+    )
+    assert any(
+        "67% of iterations" in n and "the policy collapsed" in n for n in aggregate(collapsed).notes
+    )
     note = [n for n in aggregate(working).notes if "mixing region" in n]
     assert len(note) == 1 and "in 0% of iterations" in note[0] and "collapsed" not in note[0]
     write_run(tmp_path / "plain", acquisition="ent")

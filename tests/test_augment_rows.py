@@ -1,4 +1,5 @@
 """Table 1's augmentation baselines as whole runs: Ent w. AdaMixup, LADA_EntSTN(^fixed), BGADL."""
+
 import json
 
 import pytest
@@ -27,8 +28,15 @@ COLUMNS = {
 
 def run(out_dir, row, seed=0, **kw):
     return run_active_learning(
-        data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=ROWS[row](),
-        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out_dir, seed=seed, device=CPU, options=RunOptions(progress=False, **kw),
+        data=toy_data(),
+        model_factory=cnn,
+        acquisition=MaxEntropy(),
+        augment=ROWS[row](),
+        protocol=tiny_protocol(query=4, pool_subset=20),
+        out_dir=out_dir,
+        seed=seed,
+        device=CPU,
+        options=RunOptions(progress=False, **kw),
     )
 
 
@@ -37,7 +45,9 @@ def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
     run(tmp_path, row)
     rows = read_csv(tmp_path / "metrics.csv")
     assert [int(r["n_labeled"]) for r in rows] == [6, 10, 14, 18]
-    assert all(r[c] == "" for c in COLUMNS[row] for r in rows[:1])  # the initial training has no augmentation
+    assert all(
+        r[c] == "" for c in COLUMNS[row] for r in rows[:1]
+    )  # the initial training has no augmentation
     assert all(r[c] != "" for c in COLUMNS[row] for r in rows[1:])
     if row == "bgadl":
         assert [int(r["n_synthetic"]) for r in rows[1:]] == [4, 8, 12]
@@ -49,12 +59,20 @@ def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
 @pytest.mark.parametrize("augment", sorted(ROWS))
 def test_each_row_runs_from_the_cli_config(compose_cfg, tmp_path, augment):
     acquisition = "ent"  # BGADL's own row uses bald
-    cfg = compose_cfg(["dataset=synthetic", "protocol=smoke", "progress=false", f"acquisition={acquisition}", f"augment={augment}"])
+    cfg = compose_cfg(
+        [
+            "dataset=synthetic",
+            "protocol=smoke",
+            "progress=false",
+            f"acquisition={acquisition}",
+            f"augment={augment}",
+        ]
+    )
     assert cfg.augment.name == augment
     run_from_config(cfg, tmp_path)
     rows = read_csv(tmp_path / "metrics.csv")
     assert [int(r["n_labeled"]) for r in rows] == [8, 12, 16]
-    assert list(rows[0])[-len(COLUMNS[augment]):] == list(COLUMNS[augment])
+    assert list(rows[0])[-len(COLUMNS[augment]) :] == list(COLUMNS[augment])
     assert all(r[c] != "" for c in COLUMNS[augment] for r in rows[1:])
 
 
@@ -63,11 +81,16 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, row):
     """E/G/D, their optimisers and the synthetic set (BGADL), pi and phi (AdaMixup) are in the checkpoint."""
     run(tmp_path / "straight", row, seed=1)
     with monkeypatch.context() as m:
-        crash_at_evaluation(m, 3, KeyboardInterrupt)  # iteration 2 trains, then dies before its row and checkpoint
+        crash_at_evaluation(
+            m, 3, KeyboardInterrupt
+        )  # iteration 2 trains, then dies before its row and checkpoint
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path / "resumed", row, seed=1)
     assert len(read_csv(tmp_path / "resumed" / "metrics.csv")) == 2
     run(tmp_path / "resumed", row, seed=1)
-    straight, resumed = read_csv(tmp_path / "straight" / "metrics.csv"), read_csv(tmp_path / "resumed" / "metrics.csv")
+    straight, resumed = (
+        read_csv(tmp_path / "straight" / "metrics.csv"),
+        read_csv(tmp_path / "resumed" / "metrics.csv"),
+    )
     assert without_timings(resumed) == without_timings(straight)
     assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["resumed_at"] == [2]

@@ -1,11 +1,17 @@
 """BADGE: k-means++ seeding on gradient embeddings, factorised distances (docs/methods.md §5)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from helpers import LookAhead, check_smoke_run, make_ctx
 from ladarun.acquisition import BADGE
-from ladarun.acquisition.badge import FactorisedDistances, gradient_embeddings, gradient_factors, kmeans_pp_seeding
+from ladarun.acquisition.badge import (
+    FactorisedDistances,
+    gradient_embeddings,
+    gradient_factors,
+    kmeans_pp_seeding,
+)
 from ladarun.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,11 +51,18 @@ def test_badge_seeding_starts_at_the_largest_gradient_and_never_repeats():
     assert seeds[0] == dist.sq_norms.argmax() and sorted(seeds.tolist()) == list(range(12))
     # Duplicates: every remaining D is 0 after the first seed; still 6 distinct points.
     dup = FactorisedDistances(a[:1].repeat(6, 1), h[:1].repeat(6, 1))
-    assert sorted(kmeans_pp_seeding(dup, 6, torch.Generator().manual_seed(1)).tolist()) == list(range(6))
+    assert sorted(kmeans_pp_seeding(dup, 6, torch.Generator().manual_seed(1)).tolist()) == list(
+        range(6)
+    )
     # D^2 sampling: after the largest-norm point 0, point 5 holds nearly all the D^2 mass.
     far_a = torch.tensor([[1.0, 0.0]] * 6)
     far_h = torch.tensor([[10.0, 0.0]] + [[9.99, 0.01 * i] for i in range(1, 5)] + [[0.0, 8.0]])
-    picks = [kmeans_pp_seeding(FactorisedDistances(far_a, far_h), 2, torch.Generator().manual_seed(s)).tolist() for s in range(10)]
+    picks = [
+        kmeans_pp_seeding(
+            FactorisedDistances(far_a, far_h), 2, torch.Generator().manual_seed(s)
+        ).tolist()
+        for s in range(10)
+    ]
     assert picks == [[0, 5]] * 10
 
 
@@ -68,12 +81,16 @@ def test_badge_selects_distinct_candidates_reproducibly():
 
 
 def test_badge_refuses_look_ahead_augmentations():
-    with pytest.raises(ConfigError, match="acquisition=badge selects a batch and has no per-instance score"):
+    with pytest.raises(
+        ConfigError, match="acquisition=badge selects a batch and has no per-instance score"
+    ):
         LookAhead().check_compatible(BADGE(), "badge")
 
 
 def test_a_query_larger_than_the_candidates_is_a_clear_error():
-    with pytest.raises(ConfigError, match="acquisition=badge must select 4 points but has only 3 candidates"):
+    with pytest.raises(
+        ConfigError, match="acquisition=badge must select 4 points but has only 3 candidates"
+    ):
         BADGE().select(make_ctx(dropout=0.0), torch.arange(10, 13), 4)
 
 

@@ -1,4 +1,5 @@
 """BALD with MC dropout (docs/methods.md §3)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,9 @@ def test_bald_is_zero_for_agreeing_samples_and_positive_for_disagreeing_ones():
     # two confident samples that disagree: H[mean] = 1 bit, mean H = 0
     torch.testing.assert_close(mi[1], torch.tensor(1.0))
     logits = torch.randn(20, 9, 4) * 3
-    torch.testing.assert_close(mutual_information_from_logits(logits), mutual_information_bits(torch.softmax(logits, -1)))
+    torch.testing.assert_close(
+        mutual_information_from_logits(logits), mutual_information_bits(torch.softmax(logits, -1))
+    )
     assert (mutual_information_from_logits(logits) > 0).all()
 
 
@@ -55,7 +58,9 @@ def test_bald_trunk_once_equals_t_full_passes_with_only_dropout_stochastic(monke
     for _ in range(3):  # give BatchNorm running statistics that differ from batch statistics
         model(ctx.data.x_train[:20] * 3 + 1)
     candidates = torch.arange(10, 17)  # one batch of 7
-    masks = (torch.rand(5, 7, model.embed_dim, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    masks = (
+        torch.rand(5, 7, model.embed_dim, generator=torch.Generator().manual_seed(1)) > 0.5
+    ).float()
     bn_before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     trunk_calls = []
     hook = model.stages[0].register_forward_hook(lambda *a: trunk_calls.append(1))
@@ -98,8 +103,12 @@ def test_bald_uses_the_dropout_every_row_of_the_protocol_has(compose_cfg, protoc
     assert build(cfg.acquisition).samples == 20
     net = build(cfg.model, _partial_=True)(in_channels=1, num_classes=10)
     assert isinstance(net.dropout, torch.nn.Dropout) and net.dropout.p == 0.5
-    assert compose_cfg(overrides + ["acquisition=ent"]).model == cfg.model  # the same classifier as every row
-    assert compose_cfg(overrides + ["acquisition=bald", "model.dropout=0.3"]).model.dropout == 0.3  # command line wins
+    assert (
+        compose_cfg(overrides + ["acquisition=ent"]).model == cfg.model
+    )  # the same classifier as every row
+    assert (
+        compose_cfg(overrides + ["acquisition=bald", "model.dropout=0.3"]).model.dropout == 0.3
+    )  # command line wins
 
 
 def test_bald_pair_scorer_mixes_at_stage_k_and_passes_gradients_to_lambda():
@@ -107,7 +116,10 @@ def test_bald_pair_scorer_mixes_at_stage_k_and_passes_gradients_to_lambda():
     model, acq = ctx.model.eval(), BALD(samples=6)
     first, second, k = torch.arange(10, 14), torch.arange(20, 24), 1
     with torch.no_grad():
-        h1, h2 = model.features(ctx.data.x_train[first], k), model.features(ctx.data.x_train[second], k)
+        h1, h2 = (
+            model.features(ctx.data.x_train[first], k),
+            model.features(ctx.data.x_train[second], k),
+        )
     scorer = acq.pair_scorer(ctx, first, second, k, h1, h2)
     rows = torch.tensor([0, 2, 3])
     torch.manual_seed(5)
@@ -129,7 +141,9 @@ def test_bald_drives_look_ahead_augmentations():
 
 
 def test_a_query_larger_than_the_candidates_is_a_clear_error():
-    with pytest.raises(ConfigError, match="acquisition=bald must select 4 points but has only 3 candidates"):
+    with pytest.raises(
+        ConfigError, match="acquisition=bald must select 4 points but has only 3 candidates"
+    ):
         BALD().select(make_ctx(dropout=0.5), torch.arange(10, 13), 4)
 
 

@@ -1,4 +1,5 @@
 """The benchmark runs end to end in a tiny configuration (timings are not asserted)."""
+
 import json
 from pathlib import Path
 
@@ -6,8 +7,22 @@ from iteration import implemented_rows, main
 
 
 def test_benchmark_runs_end_to_end_and_writes_its_report(tmp_path):
-    main(["--repeats", "1", "--labeled", "40", "--rows", "LADA_EntMix^fixed", "--out", str(tmp_path),
-          "--", "dataset=synthetic", "protocol=smoke", "protocol.epochs=1"])
+    main(
+        [
+            "--repeats",
+            "1",
+            "--labeled",
+            "40",
+            "--rows",
+            "LADA_EntMix^fixed",
+            "--out",
+            str(tmp_path),
+            "--",
+            "dataset=synthetic",
+            "protocol=smoke",
+            "protocol.epochs=1",
+        ]
+    )
     md = (tmp_path / "bench.md").read_text()
     for heading in ("Time column", "Loop overhead", "Peak memory"):
         assert heading in md
@@ -15,18 +30,34 @@ def test_benchmark_runs_end_to_end_and_writes_its_report(tmp_path):
     assert report["threads"] >= 1 and f"({report['threads']} intra-op threads)" in md
     assert [r["row"] for r in report["time"]] == ["LADA_EntMix^fixed"]
     for r in report["time"]:
-        assert r["ratio_median"] > 0 and r["acquire_s"] > 0 and r["paper"] == 1.06 and r["target"] == 1.03
+        assert (
+            r["ratio_median"] > 0
+            and r["acquire_s"] > 0
+            and r["paper"] == 1.06
+            and r["target"] == 1.03
+        )
     assert report["overhead"]["ratio"] > 0
     assert {m["row"] for m in report["memory"]} == {"LADA_EntMix^fixed"}
     assert all(m["peak_rss_mib"] > 50 for m in report["memory"])
-    if Path("/proc/self/clear_refs").exists():  # Linux: the iteration's own peak, not the data loading's
-        assert all(m["iteration_peak_rss_mib"] >= 0.9 * m["rss_before_mib"] > 50 for m in report["memory"])
+    if Path(
+        "/proc/self/clear_refs"
+    ).exists():  # Linux: the iteration's own peak, not the data loading's
+        assert all(
+            m["iteration_peak_rss_mib"] >= 0.9 * m["rss_before_mib"] > 50 for m in report["memory"]
+        )
         assert "iteration peak RSS MiB" in md
 
 
 def test_only_rows_with_configs_are_benchmarked():
     labels = {r.label for r in implemented_rows()}
-    assert {"Random", "Max Entropy", "Var Ratio", "LADA_EntMix", "LADA_VarMix", "Ent w. ManifoldMixup"} <= labels
+    assert {
+        "Random",
+        "Max Entropy",
+        "Var Ratio",
+        "LADA_EntMix",
+        "LADA_VarMix",
+        "Ent w. ManifoldMixup",
+    } <= labels
     for r in implemented_rows():
         assert r.target <= r.paper_time
 
@@ -37,7 +68,11 @@ def test_every_implemented_row_runs_one_benchmark_iteration():
 
     from iteration import Bench
 
-    bench = Bench(["dataset=synthetic", "protocol=smoke", "protocol.epochs=1"], labeled=40, device=torch.device("cpu"))
+    bench = Bench(
+        ["dataset=synthetic", "protocol=smoke", "protocol.epochs=1"],
+        labeled=40,
+        device=torch.device("cpu"),
+    )
     for row in implemented_rows():
         timing = bench.iteration(row)
         assert timing["iter_s"] >= timing["acquire_s"] > 0, row.label
@@ -48,9 +83,18 @@ def test_switch_section_times_each_setting_against_the_baseline():
 
     from iteration import CPU_SWITCHES, switch_section
 
-    out = switch_section(["dataset=synthetic", "protocol=smoke", "protocol.epochs=1"], 40, torch.device("cpu"), 1,
-                         {k: CPU_SWITCHES[k] for k in ("baseline (fp32, NCHW, eager)", "channels_last")}, log=lambda s: None)
+    out = switch_section(
+        ["dataset=synthetic", "protocol=smoke", "protocol.epochs=1"],
+        40,
+        torch.device("cpu"),
+        1,
+        {k: CPU_SWITCHES[k] for k in ("baseline (fp32, NCHW, eager)", "channels_last")},
+        log=lambda s: None,
+    )
     assert {(o["switches"], o["row"]) for o in out} == {
-        (s, r) for s in ("baseline (fp32, NCHW, eager)", "channels_last") for r in ("Random", "Max Entropy", "LADA_EntMix")}
+        (s, r)
+        for s in ("baseline (fp32, NCHW, eager)", "channels_last")
+        for r in ("Random", "Max Entropy", "LADA_EntMix")
+    }
     assert all(o["iter_s"] > 0 for o in out)
     assert all(o["speedup"] == 1.0 for o in out if o["switches"].startswith("baseline"))

@@ -1,4 +1,5 @@
 """BGADL: a warm-started VAE-ACGAN whose synthetic samples stay in the training set (docs/methods.md §11)."""
+
 import logging
 
 import pytest
@@ -17,8 +18,12 @@ from ladarun.models import cnn
 
 def fashion_sized(n=40, channels=1, size=28, classes=10):
     return ActiveDataset(
-        "fake", torch.randn(n, channels, size, size), torch.arange(n) % classes,
-        torch.randn(4, channels, size, size), torch.arange(4) % classes, classes,
+        "fake",
+        torch.randn(n, channels, size, size),
+        torch.arange(n) % classes,
+        torch.randn(4, channels, size, size),
+        torch.arange(4) % classes,
+        classes,
     )
 
 
@@ -26,7 +31,9 @@ def test_network_sizes_near_the_paper_at_width_1():
     aug = BGADL(width=1.0)
     aug._check_shape(fashion_sized())  # builds E, G, D for 1x28x28 and 10 classes
     assert aug.aux_parameters() == 460_736 + 6_652_481 + 6_559_169 == 13_672_386
-    assert abs(aug.aux_parameters() - 13_590_283) / 13_590_283 < 0.01  # the reference's 13.59M ("13M")
+    assert (
+        abs(aug.aux_parameters() - 13_590_283) / 13_590_283 < 0.01
+    )  # the reference's 13.59M ("13M")
     small = BGADL()  # default width 0.5: G and D at half width
     small._check_shape(fashion_sized())
     assert 3_000_000 < small.aux_parameters() < 4_000_000
@@ -40,14 +47,19 @@ def test_network_shapes(shape):
     mu, logvar = Encoder(channels, size, latent_dim=64)(x)
     assert mu.shape == logvar.shape == (5, 64)
     fake = Generator(channels, size, 10, latent_dim=64)(mu, torch.arange(5))
-    assert fake.shape == x.shape and bool(((fake >= 0) & (fake <= 1)).all())  # sigmoid: images in [0, 1]
+    assert fake.shape == x.shape and bool(
+        ((fake >= 0) & (fake <= 1)).all()
+    )  # sigmoid: images in [0, 1]
     assert Discriminator(channels, size)(fake).shape == (5,)
 
 
 def test_pixel_range_inverts_the_dataset_normalisation():
     u = torch.rand(50, 3, 4, 4)
     u[0, :, 0, 0], u[1, :, 0, 0] = 0.0, 1.0  # the darkest and brightest pixels of every channel
-    mean, std = torch.tensor([0.49, 0.48, 0.45]).view(1, 3, 1, 1), torch.tensor([0.20, 0.20, 0.20]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.49, 0.48, 0.45]).view(1, 3, 1, 1),
+        torch.tensor([0.20, 0.20, 0.20]).view(1, 3, 1, 1),
+    )
     lo, hi = pixel_range((u - mean) / std)
     torch.testing.assert_close(lo, -mean / std)
     torch.testing.assert_close(((u - mean) / std - lo) / (hi - lo), u)
@@ -70,20 +82,36 @@ def test_gan_trains_warm_and_its_samples_accumulate_in_the_training_set():
     nets = (aug.encoder, aug.generator, aug.discriminator)
     after_first = snapshot(*nets)
     x, y = aug.extra_training_data()
-    assert x.shape == (4, 1, 8, 8) and torch.equal(y, data.y_train[10:14])  # one sample per acquired point, its label
+    assert x.shape == (4, 1, 8, 8) and torch.equal(
+        y, data.y_train[10:14]
+    )  # one sample per acquired point, its label
     lo, hi = pixel_range(data.x_train)
-    assert bool(((x >= lo - 1e-5) & (x <= hi + 1e-5)).all())  # G's [0, 1] mapped back to the data's normalisation
+    assert bool(
+        ((x >= lo - 1e-5) & (x <= hi + 1e-5)).all()
+    )  # G's [0, 1] mapped back to the data's normalisation
     m = aug.metrics()
     assert m["n_synthetic"] == 4 and all(m[k] > 0 for k in ("enc_loss", "gen_loss", "disc_loss"))
     ctx.labeled = torch.cat([ctx.labeled, torch.arange(10, 14)])
     aug.begin_iteration(ctx, torch.arange(20, 24))
-    assert (aug.encoder, aug.generator, aug.discriminator) == nets  # warm start: the same networks ...
-    assert any(not torch.equal(a, b) for a, b in zip(after_first, snapshot(*nets)))  # ... trained further
-    assert all(s["step"] == 2 * 2 for s in aug.optimizers["generator"].state_dict()["state"].values())  # 2 epochs x 1 batch, twice
+    assert (
+        aug.encoder,
+        aug.generator,
+        aug.discriminator,
+    ) == nets  # warm start: the same networks ...
+    assert any(
+        not torch.equal(a, b) for a, b in zip(after_first, snapshot(*nets))
+    )  # ... trained further
+    assert all(
+        s["step"] == 2 * 2 for s in aug.optimizers["generator"].state_dict()["state"].values()
+    )  # 2 epochs x 1 batch, twice
     x2, y2 = aug.extra_training_data()
-    assert torch.equal(x2[:4], x) and torch.equal(y2, torch.cat([data.y_train[10:14], data.y_train[20:24]]))
+    assert torch.equal(x2[:4], x) and torch.equal(
+        y2, torch.cat([data.y_train[10:14], data.y_train[20:24]])
+    )
     assert aug.metrics()["n_synthetic"] == 8
-    assert all(torch.equal(a, b) for a, b in zip(classifier_before, snapshot(model)))  # C is frozen while the GAN trains
+    assert all(
+        torch.equal(a, b) for a, b in zip(classifier_before, snapshot(model))
+    )  # C is frozen while the GAN trains
     assert model.training and all(p.requires_grad for p in model.parameters())
 
 
@@ -92,7 +120,9 @@ def test_generator_is_trained_against_the_frozen_classifier():
     data = toy_data()
     model = cnn(1, 3, width=4)
     calls = []
-    model.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].requires_grad))
+    model.register_forward_hook(
+        lambda module, inputs, output: calls.append(inputs[0].requires_grad)
+    )
     BGADL(gan_epochs=1).begin_iteration(context(model, data), torch.arange(10, 14))
     assert calls and all(calls)  # generated images, with a graph back to G
 
@@ -104,8 +134,13 @@ def test_non_finite_gan_loss_undoes_the_update_and_adds_no_sample(caplog):
     aug = BGADL(gan_epochs=1)
     aug.begin_iteration(ctx, torch.arange(10, 14))
     nets = (aug.encoder, aug.generator, aug.discriminator)
-    before, state_before = snapshot(*nets), aug.optimizers["encoder"].state_dict()["state"][0]["exp_avg"].clone()
-    hook = aug.encoder.register_forward_hook(lambda module, inputs, out: (out[0] * float("nan"), out[1]))
+    before, state_before = (
+        snapshot(*nets),
+        aug.optimizers["encoder"].state_dict()["state"][0]["exp_avg"].clone(),
+    )
+    hook = aug.encoder.register_forward_hook(
+        lambda module, inputs, out: (out[0] * float("nan"), out[1])
+    )
     with caplog.at_level(logging.WARNING):
         aug.begin_iteration(ctx, torch.arange(20, 24))
     hook.remove()
@@ -122,11 +157,17 @@ def test_colour_or_size_mismatch_is_a_config_error():
     aug = BGADL(gan_epochs=1)
     aug.begin_iteration(context(cnn(1, 3, width=4), toy_data()), torch.arange(10, 14))
     colour = fashion_sized(channels=3, size=8, classes=3)
-    with pytest.raises(ConfigError, match=r"1x8x8 images .* 3x8x8 images .*grayscale/colour.*fresh run directory"):
+    with pytest.raises(
+        ConfigError, match=r"1x8x8 images .* 3x8x8 images .*grayscale/colour.*fresh run directory"
+    ):
         aug.begin_iteration(context(cnn(3, 3, width=4), colour), torch.arange(10, 14))
     with pytest.raises(ConfigError, match="divisible by 4"):
-        BGADL().begin_iteration(context(cnn(1, 10, width=4), fashion_sized(size=30)), torch.arange(10, 14))
+        BGADL().begin_iteration(
+            context(cnn(1, 10, width=4), fashion_sized(size=30)), torch.arange(10, 14)
+        )
     with pytest.raises(ConfigError, match="query must be >= 2"):
-        BGADL().choose_query(MaxEntropy(), context(cnn(1, 3, width=4), toy_data()), torch.arange(6, 30), 1)
+        BGADL().choose_query(
+            MaxEntropy(), context(cnn(1, 3, width=4), toy_data()), torch.arange(6, 30), 1
+        )
     with pytest.raises(ConfigError, match="augment.width"):
         BGADL(width=0)

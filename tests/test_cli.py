@@ -1,4 +1,5 @@
 """The config tree, run_from_config, and the installed console script."""
+
 import json
 
 import pytest
@@ -29,9 +30,24 @@ def test_every_option_composes_builds_and_is_named_after_its_file(compose_cfg, g
 
 def test_expected_options_exist():
     assert set(group_options("dataset")) == {"fashion", "svhn", "cifar10", "digits", "synthetic"}
-    assert set(group_options("acquisition")) >= {"random", "ent", "var", "bald", "coreset", "badge", "vaal"}
+    assert set(group_options("acquisition")) >= {
+        "random",
+        "ent",
+        "var",
+        "bald",
+        "coreset",
+        "badge",
+        "vaal",
+    }
     assert set(group_options("augment")) >= {
-        "none", "infomixup", "infomixup_fixed", "manifold_mixup", "adamixup", "infostn", "infostn_fixed", "bgadl",
+        "none",
+        "infomixup",
+        "infomixup_fixed",
+        "manifold_mixup",
+        "adamixup",
+        "infostn",
+        "infostn_fixed",
+        "bgadl",
     }
     assert set(group_options("model")) == {"resnet18", "cnn"}
     assert set(group_options("protocol")) == {"paper", "quick", "smoke"}
@@ -39,14 +55,39 @@ def test_expected_options_exist():
 
 def test_defaults_and_protocol_presets(compose_cfg, monkeypatch):
     cfg = compose_cfg()
-    assert (cfg.dataset.name, cfg.model.name, cfg.protocol.name, cfg.device) == ("digits", "cnn", "quick", "auto")
+    assert (cfg.dataset.name, cfg.model.name, cfg.protocol.name, cfg.device) == (
+        "digits",
+        "cnn",
+        "quick",
+        "auto",
+    )
     paper = compose_cfg(["protocol=paper"])
     assert paper.model.name == "resnet18"  # the paper protocol brings ResNet-18 ...
     p = paper.protocol
-    assert (p.iterations, p.initial_per_class, p.query, p.pool_subset, p.initial_epochs, p.epochs, p.batch_size, p.lr, p.reinit) == (
-        100, 2, 10, 2000, 50, 50, 10, 1e-3, False,
+    assert (
+        p.iterations,
+        p.initial_per_class,
+        p.query,
+        p.pool_subset,
+        p.initial_epochs,
+        p.epochs,
+        p.batch_size,
+        p.lr,
+        p.reinit,
+    ) == (
+        100,
+        2,
+        10,
+        2000,
+        50,
+        50,
+        10,
+        1e-3,
+        False,
     )
-    assert compose_cfg(["protocol=paper", "model=cnn"]).model.name == "cnn"  # ... unless told otherwise
+    assert (
+        compose_cfg(["protocol=paper", "model=cnn"]).model.name == "cnn"
+    )  # ... unless told otherwise
     monkeypatch.setenv("LADARUN_DATA", "/somewhere/data")
     assert compose_cfg().data_dir == "/somewhere/data"
     monkeypatch.delenv("LADARUN_DATA")
@@ -57,7 +98,11 @@ def test_smoke_run_on_synthetic_writes_the_csv(compose_cfg, tmp_path):
     best = run_from_config(compose_cfg(SMOKE + ["acquisition=var"]), tmp_path)
     table = read_csv(tmp_path / "metrics.csv")
     assert [int(r["iteration"]) for r in table] == [0, 1, 2]
-    assert [int(r["n_labeled"]) for r in table] == [8, 12, 16]  # 4 classes x 2, then +4 per iteration
+    assert [int(r["n_labeled"]) for r in table] == [
+        8,
+        12,
+        16,
+    ]  # 4 classes x 2, then +4 per iteration
     assert list(table[0]) == list(BASE_COLUMNS)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["best_acc"] == pytest.approx(best)
@@ -105,7 +150,12 @@ def test_missing_data_offline_names_the_folder(compose_cfg, tmp_path, dataset):
 
 @pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST not in ../shared/data")
 def test_smoke_run_on_real_fashion_mnist(compose_cfg, tmp_path):
-    overrides = ["dataset=fashion", "protocol=smoke", "protocol.initial_epochs=20", "protocol.epochs=5"]
+    overrides = [
+        "dataset=fashion",
+        "protocol=smoke",
+        "protocol.initial_epochs=20",
+        "protocol.epochs=5",
+    ]
     cfg = compose_cfg(overrides + ["progress=false", f"data_dir={SHARED_DATA}"])
     run_from_config(cfg, tmp_path)
     table = read_csv(tmp_path / "metrics.csv")
@@ -134,7 +184,12 @@ def test_console_script_runs_into_the_deterministic_run_dir(tmp_path):
 def test_console_script_help_lists_groups_and_options(tmp_path):
     res = ladarun("--help", cwd=tmp_path)
     assert res.returncode == 0
-    for word in ("dataset: cifar10, digits, fashion, svhn, synthetic", "protocol: paper, quick, smoke", "acquisition:", "model: cnn, resnet18"):
+    for word in (
+        "dataset: cifar10, digits, fashion, svhn, synthetic",
+        "protocol: paper, quick, smoke",
+        "acquisition:",
+        "model: cnn, resnet18",
+    ):
         assert word in res.stdout
 
 
@@ -146,7 +201,9 @@ def test_unknown_option_lists_the_valid_ones(tmp_path):
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):
-    res = ladarun("dataset=fashion", "protocol=smoke", f"data_dir={tmp_path / 'nothing'}", cwd=tmp_path)
+    res = ladarun(
+        "dataset=fashion", "protocol=smoke", f"data_dir={tmp_path / 'nothing'}", cwd=tmp_path
+    )
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert "ladarun: error:" in res.stderr and str(tmp_path / "nothing") in res.stderr

@@ -1,4 +1,5 @@
 """Coreset: k-center greedy on the penultimate embeddings (docs/methods.md §4)."""
+
 import pytest
 import torch
 
@@ -26,7 +27,9 @@ def test_k_center_greedy_chunks_agree_and_never_repeat_a_point():
     g = torch.Generator().manual_seed(0)
     points, centres = torch.randn(300, 16, generator=g), torch.randn(40, 16, generator=g)
     whole, r_whole = k_center_greedy(points, centres, 12)
-    chunked, r_chunked = k_center_greedy(points, centres, 12, chunk_elements=100)  # 2 rows per chunk
+    chunked, r_chunked = k_center_greedy(
+        points, centres, 12, chunk_elements=100
+    )  # 2 rows per chunk
     assert whole.tolist() == chunked.tolist()
     torch.testing.assert_close(r_whole, r_chunked)
     explicit = torch.cdist(points, torch.cat([centres, points[whole]])).min(1).values.max()
@@ -53,12 +56,16 @@ def test_coreset_selects_by_embedding_from_the_subset_or_the_whole_pool():
 
 
 def test_coreset_refuses_look_ahead_augmentations():
-    with pytest.raises(ConfigError, match="acquisition=coreset selects a batch and has no per-instance score"):
+    with pytest.raises(
+        ConfigError, match="acquisition=coreset selects a batch and has no per-instance score"
+    ):
         LookAhead().check_compatible(Coreset(), "coreset")
 
 
 def test_a_query_larger_than_the_candidates_is_a_clear_error():
-    with pytest.raises(ConfigError, match="acquisition=coreset must select 4 points but has only 3 candidates"):
+    with pytest.raises(
+        ConfigError, match="acquisition=coreset must select 4 points but has only 3 candidates"
+    ):
         Coreset().select(make_ctx(dropout=0.0), torch.arange(10, 13), 4)
 
 

@@ -1,4 +1,5 @@
 """Data layer: torchvision-format loaders on tiny files, missing data, digits, synthetic, crop+flip."""
+
 from __future__ import annotations
 
 import logging
@@ -58,7 +59,12 @@ def cifar_batch(labels: list[int], first: bool) -> dict:
         data[1, :1024] = 255  # sample 1, channel 0 all white
     # Real batches are Python 2 pickles; torchvision reads them with encoding="latin1", which
     # turns their keys into str. (b"data" is what encoding="bytes" would show.)
-    return {"batch_label": "tiny", "data": data, "labels": labels, "filenames": [f"{i}.png" for i in labels]}
+    return {
+        "batch_label": "tiny",
+        "data": data,
+        "labels": labels,
+        "filenames": [f"{i}.png" for i in labels],
+    }
 
 
 CIFAR_TRAIN_LABELS = [[b, 9 - b] for b in range(5)]  # batch b holds labels b and 9 - b
@@ -70,7 +76,11 @@ def write_cifar10(root: Path) -> None:
     folder.mkdir(parents=True)
     batches = {f"data_batch_{b + 1}": cifar_batch(CIFAR_TRAIN_LABELS[b], b == 0) for b in range(5)}
     batches["test_batch"] = cifar_batch(CIFAR_TEST_LABELS, True)
-    batches["batches.meta"] = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": 2, "num_vis": 3072}
+    batches["batches.meta"] = {
+        "label_names": [f"class{i}" for i in range(10)],
+        "num_cases_per_batch": 2,
+        "num_vis": 3072,
+    }
     for name, content in batches.items():
         with open(folder / name, "wb") as f:
             pickle.dump(content, f, protocol=2)
@@ -84,6 +94,7 @@ def check_common(ds: ActiveDataset, n_train: int, n_test: int, shape: tuple[int,
 
 
 # --- SVHN and CIFAR-10 --------------------------------------------------------------------------
+
 
 def test_svhn_loads_tiny_mat_files(tmp_path: Path) -> None:
     write_svhn(tmp_path)
@@ -101,14 +112,20 @@ def test_svhn_loads_tiny_mat_files(tmp_path: Path) -> None:
 
 def test_cifar10_loads_tiny_batches(tmp_path: Path) -> None:
     write_cifar10(tmp_path)
-    ds = CIFAR10Source(name="cifar10", mean=CIFAR_MEAN, std=CIFAR_STD, download=False).load(tmp_path, CPU)
+    ds = CIFAR10Source(name="cifar10", mean=CIFAR_MEAN, std=CIFAR_STD, download=False).load(
+        tmp_path, CPU
+    )
     check_common(ds, 10, 3, (3, 32, 32))
     assert ds.y_train.tolist() == sum(CIFAR_TRAIN_LABELS, [])  # batches 1..5 in order
     assert ds.y_test.tolist() == CIFAR_TEST_LABELS
     black = [(0 - m) / s for m, s in zip(CIFAR_MEAN, CIFAR_STD)]
-    assert ds.x_train[0, 1, 3, 5].item() == pytest.approx((1 - CIFAR_MEAN[1]) / CIFAR_STD[1], rel=1e-5)
+    assert ds.x_train[0, 1, 3, 5].item() == pytest.approx(
+        (1 - CIFAR_MEAN[1]) / CIFAR_STD[1], rel=1e-5
+    )
     assert ds.x_train[0, 1, 5, 3].item() == pytest.approx(black[1], rel=1e-5)
-    assert torch.allclose(ds.x_train[1, 0], torch.full((32, 32), (1 - CIFAR_MEAN[0]) / CIFAR_STD[0]))
+    assert torch.allclose(
+        ds.x_train[1, 0], torch.full((32, 32), (1 - CIFAR_MEAN[0]) / CIFAR_STD[0])
+    )
     assert torch.allclose(ds.x_train[2, 2], torch.full((32, 32), black[2]))  # batch 2 is all black
     assert ds.train_transform is random_crop_flip
     assert ds.train_transform(ds.x_train).shape == ds.x_train.shape
@@ -116,8 +133,12 @@ def test_cifar10_loads_tiny_batches(tmp_path: Path) -> None:
     assert plain.train_transform is None
 
 
-@pytest.mark.parametrize("source, writer", [(SVHNSource, write_svhn), (CIFAR10Source, write_cifar10)])
-def test_files_failing_torchvision_md5_load_with_one_warning(tmp_path, caplog, source, writer) -> None:
+@pytest.mark.parametrize(
+    "source, writer", [(SVHNSource, write_svhn), (CIFAR10Source, write_cifar10)]
+)
+def test_files_failing_torchvision_md5_load_with_one_warning(
+    tmp_path, caplog, source, writer
+) -> None:
     writer(tmp_path)
     with caplog.at_level(logging.WARNING, logger="ladarun.data.vision"):
         source(name="x", download=False).load(tmp_path, CPU)
@@ -140,16 +161,29 @@ def test_files_matching_torchvision_md5_load_silently(tmp_path, caplog, monkeypa
 # --- missing data ------------------------------------------------------------------------------
 
 MISSING = [
-    (FashionMNISTSource, "FashionMNIST/raw",
-     ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    (
+        FashionMNISTSource,
+        "FashionMNIST/raw",
+        [
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        ],
+    ),
     (SVHNSource, ".", ["train_32x32.mat", "test_32x32.mat"]),
-    (CIFAR10Source, "cifar-10-batches-py",
-     [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]),
+    (
+        CIFAR10Source,
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("source, subfolder, files", MISSING)
-def test_missing_data_names_absolute_folder_and_files(tmp_path, monkeypatch, source, subfolder, files) -> None:
+def test_missing_data_names_absolute_folder_and_files(
+    tmp_path, monkeypatch, source, subfolder, files
+) -> None:
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataNotFoundError) as info:
@@ -163,10 +197,15 @@ def test_missing_data_names_absolute_folder_and_files(tmp_path, monkeypatch, sou
 
 @pytest.mark.parametrize(
     "source, dataset_class",
-    [(FashionMNISTSource, torchvision.datasets.FashionMNIST), (SVHNSource, torchvision.datasets.SVHN),
-     (CIFAR10Source, torchvision.datasets.CIFAR10)],
+    [
+        (FashionMNISTSource, torchvision.datasets.FashionMNIST),
+        (SVHNSource, torchvision.datasets.SVHN),
+        (CIFAR10Source, torchvision.datasets.CIFAR10),
+    ],
 )
-def test_failed_download_is_bounded_and_reported(tmp_path, monkeypatch, source, dataset_class) -> None:
+def test_failed_download_is_bounded_and_reported(
+    tmp_path, monkeypatch, source, dataset_class
+) -> None:
     seen_timeouts = []
 
     def offline(self) -> None:
@@ -184,20 +223,28 @@ def test_failed_download_is_bounded_and_reported(tmp_path, monkeypatch, source, 
 
 # --- real Fashion-MNIST ------------------------------------------------------------------------
 
-@pytest.mark.skipif(not (SHARED_DATA / "FashionMNIST" / "raw").is_dir(), reason="no Fashion-MNIST in shared/data")
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "FashionMNIST" / "raw").is_dir(), reason="no Fashion-MNIST in shared/data"
+)
 def test_fashion_mnist_real_data() -> None:
-    ds = FashionMNISTSource(name="fashion", mean=0.1307, std=0.3081, download=False).load(SHARED_DATA, CPU)
+    ds = FashionMNISTSource(name="fashion", mean=0.1307, std=0.3081, download=False).load(
+        SHARED_DATA, CPU
+    )
     check_common(ds, 60000, 10000, (1, 28, 28))
     assert torch.bincount(ds.y_train).tolist() == [6000] * 10
     assert torch.bincount(ds.y_test).tolist() == [1000] * 10
     assert ds.train_transform is None
     # First image straight from the idx file (16-byte header), normalised by hand.
-    raw = np.fromfile(SHARED_DATA / "FashionMNIST" / "raw" / "train-images-idx3-ubyte", np.uint8, 784, offset=16)
+    raw = np.fromfile(
+        SHARED_DATA / "FashionMNIST" / "raw" / "train-images-idx3-ubyte", np.uint8, 784, offset=16
+    )
     expected = (torch.from_numpy(raw.reshape(28, 28)).float() / 255 - 0.1307) / 0.3081
     assert torch.allclose(ds.x_train[0, 0], expected, atol=1e-6)
 
 
 # --- digits and synthetic ----------------------------------------------------------------------
+
 
 def test_digits_fixed_stratified_split_normalised_by_train_stats() -> None:
     a = DigitsSource(name="digits").load(None, CPU)
@@ -213,7 +260,9 @@ def test_digits_fixed_stratified_split_normalised_by_train_stats() -> None:
     pixels = ((x - x.min()) / (x.max() - x.min()) * 16).flatten(1)
     assert torch.allclose(pixels, pixels.round(), atol=1e-3)
     ours = Counter(tuple(row) for row in pixels.round().int().tolist())
-    sklearn = Counter(tuple(row) for row in load_digits().images.reshape(-1, 64).astype(int).tolist())
+    sklearn = Counter(
+        tuple(row) for row in load_digits().images.reshape(-1, 64).astype(int).tolist()
+    )
     assert ours == sklearn
     other = DigitsSource(name="digits", split_seed=1).load(None, CPU)
     assert not torch.equal(other.y_test, a.y_test)
@@ -228,9 +277,16 @@ def test_synthetic_is_deterministic_balanced_and_learnable() -> None:
     b = SyntheticSource(name="synthetic").load(None, CPU)
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     assert a.x_train.shape == (200, 1, 8, 8) and a.x_test.shape == (100, 1, 8, 8)
-    assert a.x_train.dtype == torch.float32 and a.y_train.dtype == torch.int64 and a.num_classes == 4
-    assert torch.bincount(a.y_train).tolist() == [50] * 4 and torch.bincount(a.y_test).tolist() == [25] * 4
-    odd = SyntheticSource(name="s", n_train=10, n_test=7, num_classes=4, channels=3, image_size=5).load(None, CPU)
+    assert (
+        a.x_train.dtype == torch.float32 and a.y_train.dtype == torch.int64 and a.num_classes == 4
+    )
+    assert (
+        torch.bincount(a.y_train).tolist() == [50] * 4
+        and torch.bincount(a.y_test).tolist() == [25] * 4
+    )
+    odd = SyntheticSource(
+        name="s", n_train=10, n_test=7, num_classes=4, channels=3, image_size=5
+    ).load(None, CPU)
     assert odd.x_train.shape == (10, 3, 5, 5)
     assert sorted(torch.bincount(odd.y_train).tolist()) == [2, 2, 3, 3]
     assert sorted(torch.bincount(odd.y_test).tolist()) == [1, 2, 2, 2]
@@ -242,6 +298,7 @@ def test_synthetic_is_deterministic_balanced_and_learnable() -> None:
 
 
 # --- random_crop_flip --------------------------------------------------------------------------
+
 
 def test_crop_flip_with_no_padding_is_identity_or_flip() -> None:
     x = torch.randn(200, 3, 6, 6)
@@ -274,7 +331,7 @@ def test_crop_flip_is_a_shifted_window_of_the_zero_padded_input() -> None:
         again = random_crop_flip(x, padding=p)
     assert torch.equal(out, again)  # draws only from the global RNG
     padded = torch.zeros(n, 2, h + 2 * p, w + 2 * p)
-    padded[:, :, p:p + h, p:p + w] = x
+    padded[:, :, p : p + h, p : p + w] = x
     found = []
     for i in range(n):
         matches = [
@@ -282,7 +339,10 @@ def test_crop_flip_is_a_shifted_window_of_the_zero_padded_input() -> None:
             for dy in range(2 * p + 1)
             for dx in range(2 * p + 1)
             for flip in (False, True)
-            if torch.equal(out[i], (lambda c: c.flip(-1) if flip else c)(padded[i, :, dy:dy + h, dx:dx + w]))
+            if torch.equal(
+                out[i],
+                (lambda c: c.flip(-1) if flip else c)(padded[i, :, dy : dy + h, dx : dx + w]),
+            )
         ]
         assert len(matches) == 1, f"sample {i} is not a window of the padded input"
         found.append(matches[0])
@@ -290,6 +350,7 @@ def test_crop_flip_is_a_shifted_window_of_the_zero_padded_input() -> None:
 
 
 # --- configs -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("option", ["fashion", "svhn", "cifar10", "digits", "synthetic"])
 def test_dataset_configs_instantiate(option: str) -> None:
@@ -311,7 +372,9 @@ def test_fashion_augment_option_crops_with_its_padding_and_flips() -> None:
     x = torch.randn(64, 1, 28, 28)
     out = transform(x)
     assert out.shape == x.shape and not torch.equal(out, x)
-    inner = x[:, :, 2:-2, 2:-2]  # every crop of a 2-pixel padding still holds some shift of the centre
+    inner = x[
+        :, :, 2:-2, 2:-2
+    ]  # every crop of a 2-pixel padding still holds some shift of the centre
     for i in range(64):
         found = any(
             torch.equal(img[:, 2 + dy : 26 + dy, 2 + dx : 26 + dx], inner[i])
@@ -327,4 +390,6 @@ def test_fashion_augment_option_crops_with_its_padding_and_flips() -> None:
 def test_the_cpu_table1_preset_trains_fashion_with_crops_and_flips(compose_cfg) -> None:
     cfg = compose_cfg(["experiment=table1_quick"])
     assert cfg.dataset.name == "fashion" and cfg.dataset.augment is True
-    assert compose_cfg(["dataset=fashion"]).dataset.augment is False  # the paper's Fashion: no augmentation
+    assert (
+        compose_cfg(["dataset=fashion"]).dataset.augment is False
+    )  # the paper's Fashion: no augmentation

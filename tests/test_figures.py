@@ -1,10 +1,12 @@
-"""ladarun-figures: Figure 3 (accuracy vs labels, a panel per Table 1 group) and Figure 6a (virtual-instance score), PNG and PDF."""
+"""ladarun-figures: Figure 3 (accuracy vs labels, a panel per Table 1 group) and Figure 6a
+(virtual-instance score), PNG and PDF."""
+
 import matplotlib.image
 import pandas as pd
 import pytest
 
-from ladarun.report.table import aggregate
 from ladarun.report.figures import _mean_std, accuracy_figure, main, write_figures
+from ladarun.report.table import aggregate
 from runs_factory import write_run
 
 
@@ -13,7 +15,7 @@ def test_mean_and_sample_std_per_point():
     b = pd.DataFrame({"n_labeled": [20, 30, 40], "test_acc": [54.0, 62.0, 70.0]})
     stats = _mean_std([a, b], "n_labeled", "test_acc").set_index("n_labeled")
     assert list(stats["mean"]) == [52.0, 61.0, 70.0]
-    assert stats.loc[20, "std"] == pytest.approx(2 ** 1.5)  # ddof=1: |54 - 50| / sqrt(2)
+    assert stats.loc[20, "std"] == pytest.approx(2**1.5)  # ddof=1: |54 - 50| / sqrt(2)
     assert list(stats["count"]) == [2, 2, 1] and pd.isna(stats.loc[40, "std"])
 
 
@@ -26,19 +28,35 @@ def assert_png(path):
 
 def assert_pdf(path):
     data = path.read_bytes()
-    assert data.startswith(b"%PDF") and len(data) > 5000 and b"CreationDate" not in data  # reruns give the same file
+    assert (
+        data.startswith(b"%PDF") and len(data) > 5000 and b"CreationDate" not in data
+    )  # reruns give the same file
 
 
 def test_accuracy_and_virtual_score_figures(tmp_path, capsys):
     for seed in (0, 1):
         write_run(tmp_path, acquisition="random", seed=seed, accs=(50, 60 + seed, 70))
         write_run(tmp_path, acquisition="ent", seed=seed, accs=(50, 65, 75 + seed))
-        for augment, score in (("infomixup", 2.0), ("infomixup_fixed", 1.5), ("manifold_mixup", 1.0)):
-            write_run(tmp_path, acquisition="ent", augment=augment, seed=seed, accs=(50, 66, 77),
-                      extra={"virtual_score": [0, score, score + 0.1 * seed], "tau_mean": [0, 0.5, 0.5]})
+        for augment, score in (
+            ("infomixup", 2.0),
+            ("infomixup_fixed", 1.5),
+            ("manifold_mixup", 1.0),
+        ):
+            write_run(
+                tmp_path,
+                acquisition="ent",
+                augment=augment,
+                seed=seed,
+                accs=(50, 66, 77),
+                extra={"virtual_score": [0, score, score + 0.1 * seed], "tau_mean": [0, 0.5, 0.5]},
+            )
     written = write_figures(tmp_path)
     names = sorted(p.relative_to(tmp_path / "figures").as_posix() for p in written)
-    assert names == [f"quick_model_cnn/{n}.{ext}" for n in ("fashion_accuracy", "fashion_ent_virtual_score") for ext in ("pdf", "png")]
+    assert names == [
+        f"quick_model_cnn/{n}.{ext}"
+        for n in ("fashion_accuracy", "fashion_ent_virtual_score")
+        for ext in ("pdf", "png")
+    ]
     for path in written:
         if path.suffix == ".png":
             assert_png(path)
@@ -47,30 +65,57 @@ def test_accuracy_and_virtual_score_figures(tmp_path, capsys):
 
 def test_no_virtual_score_figure_without_the_column(tmp_path, capsys):
     write_run(tmp_path, acquisition="random")
-    write_run(tmp_path, acquisition="var", dataset="svhn", accs=(20, 30), finished=False)  # unfinished runs count too
+    write_run(
+        tmp_path, acquisition="var", dataset="svhn", accs=(20, 30), finished=False
+    )  # unfinished runs count too
     assert main([str(tmp_path), "--out", str(tmp_path / "png")]) == 0
     out = capsys.readouterr()
     written = sorted(p.name for p in (tmp_path / "png").rglob("*.*"))
-    assert written == ["fashion_accuracy.pdf", "fashion_accuracy.png", "svhn_accuracy.pdf", "svhn_accuracy.png"]
+    assert written == [
+        "fashion_accuracy.pdf",
+        "fashion_accuracy.png",
+        "svhn_accuracy.pdf",
+        "svhn_accuracy.png",
+    ]
     assert "Figure 6a was not drawn" in out.err
     assert main([str(tmp_path / "nothing_here")]) == 2
 
 
 def _runs_of_every_group(root):
     for seed in (0, 1):
-        for acquisition, augment in (("random", "none"), ("bald", "none"), ("badge", "none"), ("ent", "none"),
-                                     ("ent", "infomixup"), ("vaal", "none"), ("var", "none"), ("var", "infomixup_fixed")):
-            write_run(root, acquisition=acquisition, augment=augment, seed=seed, accs=(50, 60 + seed, 70))
+        for acquisition, augment in (
+            ("random", "none"),
+            ("bald", "none"),
+            ("badge", "none"),
+            ("ent", "none"),
+            ("ent", "infomixup"),
+            ("vaal", "none"),
+            ("var", "none"),
+            ("var", "infomixup_fixed"),
+        ):
+            write_run(
+                root, acquisition=acquisition, augment=augment, seed=seed, accs=(50, 60 + seed, 70)
+            )
         # an ablation of LADA_EntMix
-        write_run(root, acquisition="ent", augment="infomixup", seed=seed, accs=(50, 61, 72), folder=f"softplus/seed{seed}",
-                  settings={"augment": {"tau_activation": "softplus"}})
+        write_run(
+            root,
+            acquisition="ent",
+            augment="infomixup",
+            seed=seed,
+            accs=(50, 61, 72),
+            folder=f"softplus/seed{seed}",
+            settings={"augment": {"tau_activation": "softplus"}},
+        )
 
 
 def _panels(fig):
     out = {}
     for ax in fig.axes:
         if ax.get_visible():
-            out[ax.get_title()] = [(line.get_label(), line.get_color(), line.get_linestyle()) for line in ax.get_lines()]
+            out[ax.get_title()] = [
+                (line.get_label(), line.get_color(), line.get_linestyle())
+                for line in ax.get_lines()
+            ]
     return out
 
 
@@ -84,12 +129,24 @@ def test_accuracy_figure_has_one_panel_per_group_with_random_as_reference(tmp_pa
         assert label == "Random (2 seeds)" and color == "black" and style == "--", group
         others = lines[1:]
         assert others and "Random" not in " ".join(label for label, _, _ in others)
-        assert len({color for _, color, _ in others}) == len(others) and "black" not in {c for _, c, _ in others}
-    assert [label for label, _, _ in panels["Baselines"]] == ["Random (2 seeds)", "BALD (2 seeds)", "BADGE (2 seeds)"]
-    assert [label for label, _, _ in panels["Entropy-based"]][1:] == ["Max Entropy (2 seeds)", r"LADA$_{\mathrm{EntMix}}$ (2 seeds)"]
+        assert len({color for _, color, _ in others}) == len(others) and "black" not in {
+            c for _, c, _ in others
+        }
+    assert [label for label, _, _ in panels["Baselines"]] == [
+        "Random (2 seeds)",
+        "BALD (2 seeds)",
+        "BADGE (2 seeds)",
+    ]
+    assert [label for label, _, _ in panels["Entropy-based"]][1:] == [
+        "Max Entropy (2 seeds)",
+        r"LADA$_{\mathrm{EntMix}}$ (2 seeds)",
+    ]
     # The ablation is drawn only when asked for, dotted, in its row's panel.
     with_ablations = _panels(accuracy_figure(table, "t"))["Entropy-based"]
-    assert with_ablations[-1][0].endswith("[augment.tau_activation=softplus] (2 seeds)") and with_ablations[-1][2] == ":"
+    assert (
+        with_ablations[-1][0].endswith("[augment.tau_activation=softplus] (2 seeds)")
+        and with_ablations[-1][2] == ":"
+    )
 
 
 def test_ablations_flag(tmp_path):

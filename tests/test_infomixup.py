@@ -1,11 +1,21 @@
 """LADA's InfoMixup, its fixed ablation and the pipelined Manifold Mixup baseline (docs/methods.md §7, §9)."""
+
 import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import CPU, context, crash_at_evaluation, read_csv, tiny_protocol, toy_data, trained_model, without_timings
+from helpers import (
+    CPU,
+    context,
+    crash_at_evaluation,
+    read_csv,
+    tiny_protocol,
+    toy_data,
+    trained_model,
+    without_timings,
+)
 from ladarun.acquisition import MaxEntropy, VarRatio
 from ladarun.acquisition.base import Acquisition, PairScorer
 from ladarun.augment import FixedInfoMixup, InfoMixup, ManifoldMixup
@@ -23,7 +33,9 @@ def test_policy_network_sizes_match_the_paper():
     assert count_parameters(LambdaNet(2 * 64, 32)) == 98_183
     tau = LambdaNet(128, 28)(torch.randn(3, 128, 28, 28))
     assert tau.shape == (3, 1) and bool(((tau > 0) & (tau < 1)).all())  # sigmoid: tau in (0, 1)
-    assert bool((LambdaNet(128, 28, tau_activation="softplus")(torch.randn(3, 128, 28, 28)) > 0).all())
+    assert bool(
+        (LambdaNet(128, 28, tau_activation="softplus")(torch.randn(3, 128, 28, 28)) > 0).all()
+    )
     with pytest.raises(ConfigError, match="tau_activation"):
         LambdaNet(128, 28, tau_activation="relu")
 
@@ -42,7 +54,10 @@ def test_policy_training_raises_the_mixed_entropy_above_the_initial_policy():
     model = trained_model(data)
     ctx = context(model, data)
     first, second = torch.arange(0, 200, 2), torch.arange(1, 200, 2)
-    h1, h2 = model.features(data.x_train[first], 1).detach(), model.features(data.x_train[second], 1).detach()
+    h1, h2 = (
+        model.features(data.x_train[first], 1).detach(),
+        model.features(data.x_train[second], 1).detach(),
+    )
     scorer = MaxEntropy().pair_scorer(ctx, first, second, 1, h1, h2)
     aug = InfoMixup(layers=[1], policy_lr=1e-3, policy_epochs=10, policy_batch_size=25)
     torch.manual_seed(3)
@@ -92,20 +107,28 @@ class HandAcquisition(Acquisition):
         return HandScorer(self.base, self.bonus)
 
 
-@pytest.mark.parametrize("augment", [FixedInfoMixup(layers=[1]), InfoMixup(layers=[1], policy_epochs=1)])
+@pytest.mark.parametrize(
+    "augment", [FixedInfoMixup(layers=[1]), InfoMixup(layers=[1], policy_epochs=1)]
+)
 def test_selected_pairs_are_the_top_of_eq_15_and_both_members_are_labeled(augment):
     data = toy_data()
     ctx = context(cnn(1, 3, width=4), data)
     candidates = torch.arange(40, 60)  # 10 pairs: (40, 50), (41, 51), ...
     base = torch.tensor([0.1, 0.9, 0.2, 0.3, 0.8, 0.0, 0.5, 0.1, 0.2, 0.4])
-    bonus = torch.tensor([0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # the mixed term lifts pair 3
+    bonus = torch.tensor(
+        [0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    )  # the mixed term lifts pair 3
     acq = HandAcquisition(base, bonus)
     chosen = augment.choose_query(acq, ctx, candidates, 6)  # 3 pairs
     assert acq.prepared == 1
-    assert acq.pairs[0].tolist() == list(range(40, 50)) and acq.pairs[1].tolist() == list(range(50, 60))
+    assert acq.pairs[0].tolist() == list(range(40, 50)) and acq.pairs[1].tolist() == list(
+        range(50, 60)
+    )
     # totals: pair 3 -> 1.2, pair 1 -> 0.9, pair 4 -> 0.8; then pair 6 -> 0.5
     assert sorted(chosen.tolist()) == sorted([41, 51, 43, 53, 44, 54])
-    assert augment.metrics()["virtual_score"] == pytest.approx(0.3)  # mean bonus of the selected pairs
+    assert augment.metrics()["virtual_score"] == pytest.approx(
+        0.3
+    )  # mean bonus of the selected pairs
 
 
 def test_no_gradient_reaches_the_classifier_during_policy_training():
@@ -115,11 +138,17 @@ def test_no_gradient_reaches_the_classifier_during_policy_training():
     before = [p.detach().clone() for p in model.parameters()]
     buffers = [b.clone() for b in model.buffers()]
     ctx = context(model, data)
-    InfoMixup(layers=[1, 2], policy_epochs=2, policy_batch_size=10).choose_query(MaxEntropy(), ctx, torch.arange(6, 66), 10)
+    InfoMixup(layers=[1, 2], policy_epochs=2, policy_batch_size=10).choose_query(
+        MaxEntropy(), ctx, torch.arange(6, 66), 10
+    )
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))  # eval mode: BN stats untouched
-    assert model.training and all(p.requires_grad for p in model.parameters())  # restored afterwards
+    assert all(
+        torch.equal(a, b) for a, b in zip(buffers, model.buffers())
+    )  # eval mode: BN stats untouched
+    assert model.training and all(
+        p.requires_grad for p in model.parameters()
+    )  # restored afterwards
 
 
 def test_fixed_variant_has_no_policy(monkeypatch):
@@ -139,19 +168,27 @@ def test_virtual_step_uses_the_mixed_soft_labels():
     data = toy_data()
     torch.manual_seed(0)
     model = cnn(1, 3, width=4)
-    first, second, lam = torch.tensor([0, 1, 2]), torch.tensor([4, 5, 3]), torch.tensor([0.25, 0.5, 0.9])
+    first, second, lam = (
+        torch.tensor([0, 1, 2]),
+        torch.tensor([4, 5, 3]),
+        torch.tensor([0.25, 0.5, 0.9]),
+    )
     assert (data.y_train[first] != data.y_train[second]).all()
     reference = cnn(1, 3, width=4)
     reference.load_state_dict(model.state_dict())
     reference.train()
-    h = lam.view(-1, 1, 1, 1) * reference.features(data.x_train[first], 2) + (1 - lam.view(-1, 1, 1, 1)) * reference.features(
-        data.x_train[second], 2
-    )
+    h = lam.view(-1, 1, 1, 1) * reference.features(data.x_train[first], 2) + (
+        1 - lam.view(-1, 1, 1, 1)
+    ) * reference.features(data.x_train[second], 2)
     logp = F.log_softmax(reference.forward_from(h, 2), 1)
-    soft = lam[:, None] * F.one_hot(data.y_train[first], 3) + (1 - lam[:, None]) * F.one_hot(data.y_train[second], 3)
+    soft = lam[:, None] * F.one_hot(data.y_train[first], 3) + (1 - lam[:, None]) * F.one_hot(
+        data.y_train[second], 3
+    )
     expected = -(soft * logp).sum()
     hard_first = F.nll_loss(logp, data.y_train[first], reduction="sum")
-    loss_sum, n = virtual_step(model, torch.optim.SGD(model.parameters(), lr=0.1), data, first, second, lam, 2)
+    loss_sum, n = virtual_step(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), data, first, second, lam, 2
+    )
     assert n == 3
     torch.testing.assert_close(loss_sum, expected.detach())
     assert not torch.isclose(loss_sum, hard_first)  # not the first member's hard label
@@ -171,9 +208,26 @@ def test_faithful_quirks_leaks_the_previous_gradient_into_the_mixed_step(quirk):
     # Reference gradient of the mixed loss alone, from a copy.
     ref = cnn(1, 3, width=4)
     ref.load_state_dict(model.state_dict())
-    virtual_step(ref, torch.optim.SGD(ref.parameters(), lr=0.0), data, torch.tensor([0, 1]), torch.tensor([4, 5]), lam, 1)
+    virtual_step(
+        ref,
+        torch.optim.SGD(ref.parameters(), lr=0.0),
+        data,
+        torch.tensor([0, 1]),
+        torch.tensor([4, 5]),
+        lam,
+        1,
+    )
     pure = [p.grad.clone() for p in ref.parameters()]
-    virtual_step(model, torch.optim.SGD(params, lr=1.0), data, torch.tensor([0, 1]), torch.tensor([4, 5]), lam, 1, zero_grad=not quirk)
+    virtual_step(
+        model,
+        torch.optim.SGD(params, lr=1.0),
+        data,
+        torch.tensor([0, 1]),
+        torch.tensor([4, 5]),
+        lam,
+        1,
+        zero_grad=not quirk,
+    )
     for p, p0, g, leak in zip(params, start, pure, leaked):
         torch.testing.assert_close(p0 - p.detach(), g + leak if quirk else g)
 
@@ -228,7 +282,9 @@ def test_look_ahead_needs_a_per_instance_score():
 def test_pairs_need_an_even_query():
     data = toy_data()
     with pytest.raises(ConfigError, match="even"):
-        InfoMixup().choose_query(MaxEntropy(), context(cnn(1, 3, width=4), data), torch.arange(6, 46), 5)
+        InfoMixup().choose_query(
+            MaxEntropy(), context(cnn(1, 3, width=4), data), torch.arange(6, 46), 5
+        )
 
 
 def test_manifold_mixup_selects_by_the_acquisition_alone_and_mixes_the_new_points(monkeypatch):
@@ -241,7 +297,9 @@ def test_manifold_mixup_selects_by_the_acquisition_alone_and_mixes_the_new_point
     chosen = aug.choose_query(MaxEntropy(), ctx, candidates, 10)
     assert sorted(chosen.tolist()) == sorted(plain.tolist())
     m = aug.metrics()
-    assert m["mix_layer"] in (1, 2) and m["tau_mean"] == 2.0 and 0 <= m["virtual_score"] <= 2  # log2(3) bits max
+    assert (
+        m["mix_layer"] in (1, 2) and m["tau_mean"] == 2.0 and 0 <= m["virtual_score"] <= 2
+    )  # log2(3) bits max
     aug.begin_iteration(ctx, chosen)
     calls = []
 
@@ -254,9 +312,13 @@ def test_manifold_mixup_selects_by_the_acquisition_alone_and_mixes_the_new_point
     aug.extra_step(model, None)
     for first, second, lam, k in calls:
         pairs = torch.cat([first, second])
-        assert sorted(pairs.tolist()) == sorted(chosen.tolist())  # 5 disjoint pairs of the new points
+        assert sorted(pairs.tolist()) == sorted(
+            chosen.tolist()
+        )  # 5 disjoint pairs of the new points
         assert lam.shape == (5,) and bool(((lam > 0) & (lam < 1)).all()) and k == m["mix_layer"]
-    assert not torch.equal(calls[0][0], calls[1][0]) or not torch.equal(calls[0][1], calls[1][1])  # re-paired
+    assert not torch.equal(calls[0][0], calls[1][0]) or not torch.equal(
+        calls[0][1], calls[1][1]
+    )  # re-paired
 
 
 ROWS = {
@@ -271,23 +333,43 @@ ROWS = {
 @pytest.mark.parametrize("row", sorted(ROWS))
 def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
     acquisition, augment = ROWS[row]
-    aug = augment(layers=[1, 2]) if augment is not InfoMixup else augment(layers=[1, 2], policy_epochs=2)
+    aug = (
+        augment(layers=[1, 2])
+        if augment is not InfoMixup
+        else augment(layers=[1, 2], policy_epochs=2)
+    )
     run_active_learning(
-        data=toy_data(), model_factory=cnn, acquisition=acquisition(), augment=aug,
-        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=tmp_path, seed=0, device=CPU, options=RunOptions(progress=False),
+        data=toy_data(),
+        model_factory=cnn,
+        acquisition=acquisition(),
+        augment=aug,
+        protocol=tiny_protocol(query=4, pool_subset=20),
+        out_dir=tmp_path,
+        seed=0,
+        device=CPU,
+        options=RunOptions(progress=False),
     )
     rows = read_csv(tmp_path / "metrics.csv")
     assert [int(r["n_labeled"]) for r in rows] == [6, 10, 14, 18]
     for r in rows[1:]:
-        assert int(r["mix_layer"]) in (1, 2) and float(r["tau_mean"]) > 0 and r["virtual_score"] != ""
+        assert (
+            int(r["mix_layer"]) in (1, 2) and float(r["tau_mean"]) > 0 and r["virtual_score"] != ""
+        )
         assert (r.get("policy_loss", "") != "") == (augment is InfoMixup)
 
 
 def test_infomixup_run_resumes_exactly(tmp_path, monkeypatch):
     def go(out, **kw):
         return run_active_learning(
-            data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=InfoMixup(policy_epochs=2),
-            protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out, seed=1, device=CPU, options=RunOptions(progress=False, **kw),
+            data=toy_data(),
+            model_factory=cnn,
+            acquisition=MaxEntropy(),
+            augment=InfoMixup(policy_epochs=2),
+            protocol=tiny_protocol(query=4, pool_subset=20),
+            out_dir=out,
+            seed=1,
+            device=CPU,
+            options=RunOptions(progress=False, **kw),
         )
 
     go(tmp_path / "straight")
@@ -296,5 +378,8 @@ def test_infomixup_run_resumes_exactly(tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             go(tmp_path / "resumed")
     go(tmp_path / "resumed")
-    resumed, straight = read_csv(tmp_path / "resumed" / "metrics.csv"), read_csv(tmp_path / "straight" / "metrics.csv")
+    resumed, straight = (
+        read_csv(tmp_path / "resumed" / "metrics.csv"),
+        read_csv(tmp_path / "straight" / "metrics.csv"),
+    )
     assert without_timings(resumed) == without_timings(straight)

@@ -1,4 +1,5 @@
 """InfoSTN (LADA_EntSTN) and its CE-trained ablation LADA_EntSTN^fixed (docs/methods.md §10)."""
+
 import logging
 
 import pytest
@@ -18,9 +19,16 @@ from ladarun.models import cnn
 
 
 def test_stn_sizes_match_the_paper():
-    assert count_parameters(SpatialTransformer(1, 28)) == 5_520  # the paper's "STN 5K" (Fashion-MNIST)
+    assert (
+        count_parameters(SpatialTransformer(1, 28)) == 5_520
+    )  # the paper's "STN 5K" (Fashion-MNIST)
     assert count_parameters(SpatialTransformer(3, 32)) == 8_544
-    assert SpatialTransformer(1, 8)(torch.randn(2, 1, 8, 8)).shape == (2, 1, 8, 8)  # small images are padded
+    assert SpatialTransformer(1, 8)(torch.randn(2, 1, 8, 8)).shape == (
+        2,
+        1,
+        8,
+        8,
+    )  # small images are padded
 
 
 @pytest.mark.parametrize("shape", [(1, 28), (3, 32), (1, 8)])
@@ -61,11 +69,13 @@ def test_infostn_training_raises_the_entropy_of_transformed_pool_points():
     x = data.x_train[candidates]
     before = mean_entropy(model, x)  # the identity-initialised STN returns x itself
     after = mean_entropy(model, aug._stn(x).detach())
-    print(f"mean entropy of the candidates: identity {before:.4f} bits, trained InfoSTN {after:.4f} bits")
+    print(
+        f"mean entropy of the candidates: identity {before:.4f} bits, trained InfoSTN {after:.4f} bits"
+    )
     assert after > before + 0.05, (before, after)
     m = aug.metrics()
     assert m["stn_loss"] == pytest.approx(-after, abs=0.1)  # -mean alpha(T(x)) in the best epoch
-    assert 0 < m["theta_dist"] <= 0.25 * 6 ** 0.5 + 1e-5  # moved, but within the bound
+    assert 0 < m["theta_dist"] <= 0.25 * 6**0.5 + 1e-5  # moved, but within the bound
     assert aug.aux_parameters() == count_parameters(SpatialTransformer(1, 8))
 
 
@@ -77,7 +87,11 @@ def test_ce_trained_stn_lowers_the_labeled_loss():
     labeled = torch.arange(1, 300, 4)[:60]
     shift = torch.tensor([[1.0, 0.0, 0.15], [0.0, 1.0, -0.1]]).expand(60, 2, 3)
     x_train = data.x_train.clone()
-    x_train[labeled] = F.grid_sample(x_train[labeled], F.affine_grid(shift, [60, 1, 8, 8], align_corners=False), align_corners=False)
+    x_train[labeled] = F.grid_sample(
+        x_train[labeled],
+        F.affine_grid(shift, [60, 1, 8, 8], align_corners=False),
+        align_corners=False,
+    )
     shifted = ActiveDataset("shifted", x_train, data.y_train, data.x_test, data.y_test, 3)
     ctx = context(model, shifted)
     ctx.labeled = labeled
@@ -103,7 +117,9 @@ def test_selection_is_the_top_of_the_look_ahead_score(augment):
     chosen = aug.choose_query(MaxEntropy(), ctx, candidates, 10)
     x = data.x_train[candidates]
     with torch.no_grad():
-        score = MaxEntropy().score_logits(model(x)) + MaxEntropy().score_logits(model(aug._stn(x)))  # Eq. 7
+        score = MaxEntropy().score_logits(model(x)) + MaxEntropy().score_logits(
+            model(aug._stn(x))
+        )  # Eq. 7
     expected = candidates[torch.topk(score, 10).indices]
     assert sorted(chosen.tolist()) == sorted(expected.tolist())
     with torch.no_grad():
@@ -121,7 +137,9 @@ def test_classifier_is_frozen_during_stn_training_and_restored_after():
         augment.choose_query(MaxEntropy(), context(model, data), torch.arange(6, 66), 10)
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
-    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))  # eval mode: BN statistics untouched
+    assert all(
+        torch.equal(a, b) for a, b in zip(buffers, model.buffers())
+    )  # eval mode: BN statistics untouched
     assert model.training and all(p.requires_grad for p in model.parameters())
 
 
@@ -144,15 +162,21 @@ def test_training_steps_on_the_transformed_acquired_points_with_hard_labels(monk
     assert aug.extra_step(model, None)[1] == 10
     x, y = seen[0]
     assert not torch.allclose(x, data.x_train[chosen])  # transformed ...
-    torch.testing.assert_close(x, aug._stn(data.x_train[chosen]).detach())  # ... by this iteration's STN
+    torch.testing.assert_close(
+        x, aug._stn(data.x_train[chosen]).detach()
+    )  # ... by this iteration's STN
     assert torch.equal(y, data.y_train[chosen])  # hard labels: the transform preserves the class
     monkeypatch.undo()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
     loss, n = aug.extra_step(model, opt)
     assert n == 10 and torch.isfinite(loss)
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the classifier learns
-    assert all(torch.equal(a, b) for a, b in zip(stn_before, aug._stn.parameters()))  # phi stays frozen
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, model.parameters())
+    )  # the classifier learns
+    assert all(
+        torch.equal(a, b) for a, b in zip(stn_before, aug._stn.parameters())
+    )  # phi stays frozen
 
 
 class NaNWhileTraining(Acquisition):
@@ -171,13 +195,23 @@ def test_non_finite_stn_loss_drops_the_augmentation_for_the_iteration(caplog, au
     model = trained_model(data, epochs=3)
     candidates = torch.arange(6, 86)
     aug = augment(epochs=2, batch_size=40)
-    if augment is FixedInfoSTN:  # its loss is the classifier's CE: poison the classifier's output instead
-        aug.stn_loss = lambda acquisition, ctx, x, rows: torch.full((), float("nan"), requires_grad=True)
+    if (
+        augment is FixedInfoSTN
+    ):  # its loss is the classifier's CE: poison the classifier's output instead
+        aug.stn_loss = lambda acquisition, ctx, x, rows: torch.full(
+            (), float("nan"), requires_grad=True
+        )
     with caplog.at_level(logging.WARNING):
         chosen = aug.choose_query(NaNWhileTraining(), context(model, data), candidates, 10)
     assert "non-finite" in caplog.text
     with torch.no_grad():
-        plain = candidates[top_k(MaxEntropy().score_logits(model(data.x_train[candidates])), 10, torch.Generator().manual_seed(0))]
+        plain = candidates[
+            top_k(
+                MaxEntropy().score_logits(model(data.x_train[candidates])),
+                10,
+                torch.Generator().manual_seed(0),
+            )
+        ]
     assert sorted(chosen.tolist()) == sorted(plain.tolist())  # the acquisition alone
     aug.begin_iteration(context(model, data), chosen)
     assert aug.extra_step(model, torch.optim.SGD(model.parameters(), lr=0.1)) is None
@@ -185,9 +219,18 @@ def test_non_finite_stn_loss_drops_the_augmentation_for_the_iteration(caplog, au
 
 
 def test_images_too_small_for_the_localisation_net_are_a_config_error():
-    tiny = ActiveDataset("tiny", torch.randn(40, 1, 3, 3), torch.arange(40) % 2, torch.randn(4, 1, 3, 3), torch.arange(4) % 2, 2)
+    tiny = ActiveDataset(
+        "tiny",
+        torch.randn(40, 1, 3, 3),
+        torch.arange(40) % 2,
+        torch.randn(4, 1, 3, 3),
+        torch.arange(4) % 2,
+        2,
+    )
     with pytest.raises(ConfigError, match="too small for the STN"):
-        InfoSTN().choose_query(MaxEntropy(), context(cnn(1, 2, width=4), tiny), torch.arange(6, 30), 4)
+        InfoSTN().choose_query(
+            MaxEntropy(), context(cnn(1, 2, width=4), tiny), torch.arange(6, 30), 4
+        )
 
 
 def test_look_ahead_stn_needs_a_per_instance_score():

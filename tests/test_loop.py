@@ -33,7 +33,7 @@ def test_same_seed_same_csv_other_seed_differs(tmp_path):
     toy_run(tmp_path / "b", seed=1)
     toy_run(tmp_path / "c", seed=2)
     a, b, c = (read_csv(tmp_path / d / "metrics.csv") for d in "abc")
-    key = lambda rows: [(r["test_acc"], r["train_loss"]) for r in rows]  # noqa: E731
+    key = lambda rows: [(r["test_acc"], r["train_loss"]) for r in rows]
     assert key(a) == key(b)
     assert key(a) != key(c)
 
@@ -71,7 +71,9 @@ class Recorder(Augment):
         self.steps = 0
 
     def begin_iteration(self, ctx, acquired):
-        assert (ctx.labeled.unsqueeze(1) != acquired.unsqueeze(0)).all()  # ctx.labeled is before acquisition
+        assert (
+            ctx.labeled.unsqueeze(1) != acquired.unsqueeze(0)
+        ).all()  # ctx.labeled is before acquisition
         self.acquired.append(acquired.clone())
         self.steps = 0
 
@@ -106,7 +108,9 @@ def test_budget_errors_name_the_fix():
     with pytest.raises(ConfigError, match="larger than the unlabeled pool"):
         check_budget(tiny_protocol(query=50, pool_subset=None), n_train=40, n_initial=4)
     with pytest.raises(ConfigError, match="iterations <= 3"):
-        check_budget(tiny_protocol(iterations=10, query=10, pool_subset=None), n_train=40, n_initial=4)
+        check_budget(
+            tiny_protocol(iterations=10, query=10, pool_subset=None), n_train=40, n_initial=4
+        )
 
 
 @pytest.mark.parametrize("bad", [0, -3])

@@ -19,7 +19,14 @@ def test_resnet18_parameter_counts_match_the_cifar_resnet():
 def test_resnet18_stage_shapes_follow_code_indexing():
     model = resnet18(in_channels=3, num_classes=10).eval()
     x = torch.randn(2, 3, 32, 32)
-    expected = {0: (3, 32, 32), 1: (64, 32, 32), 2: (64, 32, 32), 3: (128, 16, 16), 4: (256, 8, 8), 5: (512, 4, 4)}
+    expected = {
+        0: (3, 32, 32),
+        1: (64, 32, 32),
+        2: (64, 32, 32),
+        3: (128, 16, 16),
+        4: (256, 8, 8),
+        5: (512, 4, 4),
+    }
     for k, shape in expected.items():
         assert tuple(model.features(x, k).shape[1:]) == shape
     assert model.embed(x).shape == (2, 512)
@@ -59,7 +66,11 @@ def test_cnn_stages_and_pool_grid_options():
     new = cnn(in_channels=1, num_classes=10).eval()
     assert new.num_stages == 5 and tuple(new.features(x, 5).shape[1:]) == (128, 4, 4)
     assert new.embed_dim == 512 and new.embed(x).shape == (2, 512)
-    assert tuple(new.features(x, 2).shape[1:]) == (16, 28, 28)  # LADA's mixing layers keep full-size maps
+    assert tuple(new.features(x, 2).shape[1:]) == (
+        16,
+        28,
+        28,
+    )  # LADA's mixing layers keep full-size maps
     old = cnn(in_channels=1, num_classes=10, stages=4, pool_grid=1).eval()
     assert old.num_stages == 4 and old.embed_dim == 64 and old.embed(x).shape == (2, 64)
     assert n_params(old) == 26_394  # the CNN of results committed before the learner changed

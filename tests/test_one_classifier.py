@@ -4,6 +4,7 @@ Before this, ``acquisition=bald`` switched on head dropout for its own rows only
 BGADL started from another classifier than every other row: with the same seed and initial
 labeled set their iteration-0 accuracy differed from Random's.
 """
+
 import pytest
 
 import ladarun.loop as loop_module
@@ -27,7 +28,9 @@ def test_every_row_of_a_protocol_has_the_same_model_config(compose_cfg, protocol
     models = {m: compose_cfg([f"protocol={protocol}", f"method={m}"]).model for m in METHODS}
     first = next(iter(models.values()))
     assert first.dropout > 0  # BALD's MC dropout needs it, so every row has it
-    assert all(model == first for model in models.values()), {m: dict(v) for m, v in models.items() if v != first}
+    assert all(model == first for model in models.values()), {
+        m: dict(v) for m, v in models.items() if v != first
+    }
 
 
 def test_all_rows_reach_the_same_iteration_0_accuracy(compose_cfg, tmp_path, monkeypatch):
@@ -35,7 +38,9 @@ def test_all_rows_reach_the_same_iteration_0_accuracy(compose_cfg, tmp_path, mon
     monkeypatch.setattr(loop_module, "acquire_step", _stop)
     accuracy = {}
     for method in METHODS:
-        cfg = compose_cfg(["dataset=synthetic", "protocol=smoke", "progress=false", "seed=3", f"method={method}"])
+        cfg = compose_cfg(
+            ["dataset=synthetic", "protocol=smoke", "progress=false", "seed=3", f"method={method}"]
+        )
         out = tmp_path / method
         with pytest.raises(_StopAfterInitialTraining):
             run_from_config(cfg, out)

@@ -1,4 +1,5 @@
 """Table 1 rows: the paper's table as data, conf/method/ (one file per row) and the sweep presets."""
+
 import pytest
 
 from helpers import group_options
@@ -20,7 +21,10 @@ def test_paper_table_transcription_spot_checks():
     assert by_label["LADA_VaalMix"].paper_acc["svhn"] == (77.92, 0.51)
     assert by_label["Coreset"].paper_acc["svhn"] == (68.57, 3.13)
     assert (by_label["BGADL"].paper_time, by_label["BGADL"].paper_param) == (4.69, "13M")
-    assert (by_label["LADA_EntMix"].paper_time, by_label["LADA_EntMix"].paper_param) == (1.32, "77K")
+    assert (by_label["LADA_EntMix"].paper_time, by_label["LADA_EntMix"].paper_param) == (
+        1.32,
+        "77K",
+    )
     assert by_label["LADA_VaalMix"].paper_param == "378K"
     assert by_label["Random"].paper_param == "-"
 
@@ -29,7 +33,9 @@ def test_rows_are_grouped_and_ordered_as_in_the_paper():
     # The PDF text of Table 1 shifts the group labels down a row; these are the paper's groups.
     groups = {g: [r.label for r in rows() if r.group == g] for g in GROUPS}
     assert groups["Baselines"] == ["Random", "BALD", "Coreset", "BADGE", "BGADL"]
-    assert groups["Entropy-based"][0] == "Max Entropy" and groups["Entropy-based"][-1] == "LADA_EntSTN"
+    assert (
+        groups["Entropy-based"][0] == "Max Entropy" and groups["Entropy-based"][-1] == "LADA_EntSTN"
+    )
     assert groups["VAAL-based"] == ["VAAL", "LADA_VaalMix^fixed", "LADA_VaalMix"]
     assert groups["VarRatio-based"] == ["Var Ratio", "LADA_VarMix^fixed", "LADA_VarMix"]
     assert row_for("bald", "bgadl").label == "BGADL"
@@ -42,12 +48,17 @@ def test_every_method_file_is_a_table1_row(compose_cfg, method):
     cfg = compose_cfg([f"method={method}"])
     assert cfg.method.name == method
     row = row_for(cfg.acquisition.name, cfg.augment.name)
-    assert row.key == method, f"conf/method/{method}.yaml selects {row.acquisition}+{row.augment}, the row {row.key}"
+    assert row.key == method, (
+        f"conf/method/{method}.yaml selects {row.acquisition}+{row.augment}, the row {row.key}"
+    )
 
 
 def test_every_row_has_a_method_file_and_its_pair_comes_from_there():
     assert {r.key for r in rows()} == set(group_options("method"))
-    assert (row_for("ent", "infomixup").key, row_for("bald", "bgadl").label) == ("ent_infomixup", "BGADL")
+    assert (row_for("ent", "infomixup").key, row_for("bald", "bgadl").label) == (
+        "ent_infomixup",
+        "BGADL",
+    )
     with pytest.raises(FileNotFoundError, match="no method config"):
         method_pair("not_a_row")
 
@@ -68,12 +79,22 @@ def test_presets_sweep_the_paper_grid(compose_hydra):
     assert (full.dataset, full.seed) == ("fashion,svhn,cifar10", "range(0,5)")
     assert (quick.dataset, quick.seed) == ("fashion", "range(0,5)")
     paper = compose_hydra(["experiment=table1"])
-    assert (paper.protocol.name, paper.model.name, paper.hydra.sweep.dir) == ("paper", "resnet18", "outputs/table1")
+    assert (paper.protocol.name, paper.model.name, paper.hydra.sweep.dir) == (
+        "paper",
+        "resnet18",
+        "outputs/table1",
+    )
     cpu = compose_hydra(["experiment=table1_quick"])
-    assert (cpu.protocol.name, cpu.model.name, cpu.hydra.sweep.dir) == ("quick", "cnn", "outputs/table1_quick")
+    assert (cpu.protocol.name, cpu.model.name, cpu.hydra.sweep.dir) == (
+        "quick",
+        "cnn",
+        "outputs/table1_quick",
+    )
 
 
 def test_method_and_preset_labels_do_not_make_a_different_run():
     from ladarun.state import comparable as _comparable
 
-    assert _comparable({"seed": 0, "method": {"name": "ent"}, "experiment": {"name": "table1"}}) == _comparable({"seed": 0})
+    assert _comparable(
+        {"seed": 0, "method": {"name": "ent"}, "experiment": {"name": "table1"}}
+    ) == _comparable({"seed": 0})

@@ -1,4 +1,5 @@
 """summary.json's area under the learning curve, and the same number read back by ladarun-table."""
+
 import json
 
 import pytest
@@ -29,4 +30,6 @@ def test_runs_written_before_the_area_existed_get_it_from_metrics_csv(tmp_path):
     summary = json.loads((path / "summary.json").read_text())
     assert "area" not in summary
     loaded = load_run(path)
-    assert loaded.area == pytest.approx(56.0) and loaded.final_acc == 58.0 and loaded.best_acc == 60.0
+    assert (
+        loaded.area == pytest.approx(56.0) and loaded.final_acc == 58.0 and loaded.best_acc == 60.0
+    )

@@ -1,4 +1,5 @@
 """The committed replication runs (results/<name>/) regenerate their committed tables exactly."""
+
 import statistics
 from pathlib import Path
 
@@ -18,19 +19,28 @@ def test_results_folders_exist():
 
 @pytest.mark.parametrize("folder", RESULTS, ids=[p.name for p in RESULTS])
 def test_committed_runs_regenerate_the_committed_table(folder: Path, tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)  # as `make table1 RUNS=results/<name>` runs it: the heading names the folder
+    monkeypatch.chdir(
+        REPO
+    )  # as `make table1 RUNS=results/<name>` runs it: the heading names the folder
     assert table_main([str(folder.relative_to(REPO)), "--paper", "--out", str(tmp_path)]) == 0
     for name in ("table1.md", "table1.csv", "table1.tex"):
-        assert (tmp_path / name).read_text() == (folder / name).read_text(), f"{folder.name}/{name} is stale: rerun make table1 RUNS={folder.relative_to(REPO)}"
+        assert (tmp_path / name).read_text() == (folder / name).read_text(), (
+            f"{folder.name}/{name} is stale: rerun make table1 RUNS={folder.relative_to(REPO)}"
+        )
     md = (folder / "table1.md").read_text()
     assert "| Group | Method | Best | Final | Area | n | Time | Acq. time | Param |" in md
     figures = list((folder / "figures").rglob("*.png"))
     assert figures and all(f.stat().st_size > 10_000 for f in figures)
-    assert all(f.with_suffix(".pdf").is_file() for f in figures), f"rerun make figures RUNS={folder.relative_to(REPO)}"
+    assert all(f.with_suffix(".pdf").is_file() for f in figures), (
+        f"rerun make figures RUNS={folder.relative_to(REPO)}"
+    )
 
 
 def _metrics(run_dir: Path) -> list[dict[str, float]]:
-    return [{k: float(v) for k, v in r.items() if k in ("test_acc", "acquire_s", "iteration")} for r in read_csv(run_dir / "metrics.csv")]
+    return [
+        {k: float(v) for k, v in r.items() if k in ("test_acc", "acquire_s", "iteration")}
+        for r in read_csv(run_dir / "metrics.csv")
+    ]
 
 
 @pytest.mark.parametrize("folder", RESULTS, ids=[p.name for p in RESULTS])
@@ -43,13 +53,19 @@ def test_committed_final_area_and_acquisition_ratio_are_those_of_metrics_csv(fol
         rows = [_metrics(r.path) for r in part["run"]]
         row = table[table["label"] == label].iloc[0]
         assert row.n == len(rows)
-        assert row.final_acc_mean == pytest.approx(statistics.mean(m[-1]["test_acc"] for m in rows), abs=1e-9)
+        assert row.final_acc_mean == pytest.approx(
+            statistics.mean(m[-1]["test_acc"] for m in rows), abs=1e-9
+        )
         areas = [statistics.mean(r["test_acc"] for r in m) for m in rows]
         assert row.area_mean == pytest.approx(statistics.mean(areas), abs=1e-9)
         assert row.area_std == pytest.approx(statistics.stdev(areas), abs=1e-9)
-        acquire[label] = statistics.mean(r["acquire_s"] for m in rows for r in m if r["iteration"] >= 1)
+        acquire[label] = statistics.mean(
+            r["acquire_s"] for m in rows for r in m if r["iteration"] >= 1
+        )
     for row in table.itertuples():
         if "Random" in acquire:
-            assert row.acq_time_ratio == pytest.approx(acquire[row.label] / acquire["Random"], rel=1e-9)
+            assert row.acq_time_ratio == pytest.approx(
+                acquire[row.label] / acquire["Random"], rel=1e-9
+            )
         else:  # no Random to compare with: the column is empty
             assert pd.isna(row.acq_time_ratio)

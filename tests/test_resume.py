@@ -1,4 +1,5 @@
 """Checkpoint and resume: an interrupted run continues exactly where it stopped."""
+
 import csv
 import json
 import os
@@ -9,7 +10,17 @@ import time
 import pytest
 import torch
 
-from helpers import CPU, LADARUN, SMOKE, Crash, crash_at_evaluation, outcome, read_csv, tiny_protocol, toy_data
+from helpers import (
+    CPU,
+    LADARUN,
+    SMOKE,
+    Crash,
+    crash_at_evaluation,
+    outcome,
+    read_csv,
+    tiny_protocol,
+    toy_data,
+)
 from ladarun.acquisition import MaxEntropy
 from ladarun.errors import ConfigError
 from ladarun.loop import RunOptions, run_active_learning
@@ -45,7 +56,10 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     assert outcome(resumed) == outcome(straight)
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert summary["resumed_at"] == [2]
-    assert summary["best_acc"] == json.loads((tmp_path / "straight" / "summary.json").read_text())["best_acc"]
+    assert (
+        summary["best_acc"]
+        == json.loads((tmp_path / "straight" / "summary.json").read_text())["best_acc"]
+    )
     assert not (tmp_path / "resumed" / CHECKPOINT).exists()  # deleted once finished
 
 
@@ -57,7 +71,9 @@ def test_rows_past_the_checkpoint_are_dropped_not_duplicated(tmp_path, monkeypat
     # A crash between writing a row and saving the checkpoint leaves a row the checkpoint lacks.
     rows = read_csv(tmp_path / "metrics.csv")
     with open(tmp_path / "metrics.csv", "a", newline="") as f:
-        csv.DictWriter(f, fieldnames=list(rows[0])).writerow({**rows[-1], "iteration": "3", "test_acc": "99"})
+        csv.DictWriter(f, fieldnames=list(rows[0])).writerow(
+            {**rows[-1], "iteration": "3", "test_acc": "99"}
+        )
     run(tmp_path)
     final = read_csv(tmp_path / "metrics.csv")
     assert [int(r["iteration"]) for r in final] == [0, 1, 2, 3, 4]
@@ -90,8 +106,17 @@ WALL_CLOCK = ("acquire_s", "train_s", "eval_s", "iter_s")
 def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL the real CLI mid-run (as a preempted job), rerun the same command: the
     metrics equal an uninterrupted run's of the same seed in every column but wall-clock time."""
-    args = [str(LADARUN), "dataset=synthetic", "protocol=smoke", "protocol.iterations=40", "progress=false",
-            "seed=1", "protocol.pool_subset=20", "protocol.query=4", "protocol.epochs=2"]
+    args = [
+        str(LADARUN),
+        "dataset=synthetic",
+        "protocol=smoke",
+        "protocol.iterations=40",
+        "progress=false",
+        "seed=1",
+        "protocol.pool_subset=20",
+        "protocol.query=4",
+        "protocol.epochs=2",
+    ]
     # One thread each: the two runs share the CPU (and 2-core machines), and torch's threads
     # spin badly when oversubscribed.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -99,8 +124,17 @@ def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
     (tmp_path / "killed").mkdir()
     (tmp_path / "straight").mkdir()
     run_dir = tmp_path / "killed" / "outputs" / "synthetic" / "ent-none" / "seed1"
-    straight = subprocess.Popen(args, cwd=tmp_path / "straight", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    proc = subprocess.Popen(args, cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    straight = subprocess.Popen(
+        args,
+        cwd=tmp_path / "straight",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc = subprocess.Popen(
+        args, cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if (run_dir / "metrics.csv").exists() and len(read_csv(run_dir / "metrics.csv")) >= 3:
@@ -112,7 +146,9 @@ def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
     proc.wait()
     done_before = len(read_csv(run_dir / "metrics.csv"))
     assert 3 <= done_before < 41 and (run_dir / CHECKPOINT).exists()
-    res = subprocess.run(args, cwd=tmp_path / "killed", env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        args, cwd=tmp_path / "killed", env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr
     assert "Resuming" in res.stdout + res.stderr
     resumed = read_csv(run_dir / "metrics.csv")
@@ -120,7 +156,9 @@ def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_at"] and summary["resumed_at"][0] >= 2
     assert straight.wait(timeout=300) == 0, straight.stderr.read()
-    reference = read_csv(tmp_path / "straight" / "outputs" / "synthetic" / "ent-none" / "seed1" / "metrics.csv")
+    reference = read_csv(
+        tmp_path / "straight" / "outputs" / "synthetic" / "ent-none" / "seed1" / "metrics.csv"
+    )
     assert list(resumed[0]) == list(reference[0])
     without_time = lambda rows: [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in rows]
     assert without_time(resumed) == without_time(reference)

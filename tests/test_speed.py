@@ -1,4 +1,5 @@
 """The speed switches run every path and change results only within their precision."""
+
 import pytest
 import torch
 
@@ -13,8 +14,14 @@ from ladarun.runtime import SpeedOptions
 
 def run(out, speed, augment=None):
     run_active_learning(
-        data=toy_data(), model_factory=cnn, acquisition=MaxEntropy(), augment=augment,
-        protocol=tiny_protocol(query=4, pool_subset=20), out_dir=out, seed=0, device=CPU,
+        data=toy_data(),
+        model_factory=cnn,
+        acquisition=MaxEntropy(),
+        augment=augment,
+        protocol=tiny_protocol(query=4, pool_subset=20),
+        out_dir=out,
+        seed=0,
+        device=CPU,
         options=RunOptions(progress=False, speed=speed),
     )
     return read_csv(out / "metrics.csv")

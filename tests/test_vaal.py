@@ -1,4 +1,5 @@
 """VAAL: VAE + discriminator, warm-started; LADA_VaalMix's latent pair scorer (docs/methods.md §6, §9.5)."""
+
 import copy
 import io
 import math
@@ -67,7 +68,9 @@ def _bright_labeled_ctx():
     y = torch.zeros(120, dtype=torch.long)
     data = ActiveDataset("toy", x, y, x[:4], y[:4], 2)
     torch.manual_seed(0)
-    return AcquisitionContext(cnn(1, 2), data, torch.arange(30), torch.Generator().manual_seed(1), score_batch_size=50)
+    return AcquisitionContext(
+        cnn(1, 2), data, torch.arange(30), torch.Generator().manual_seed(1), score_batch_size=50
+    )
 
 
 def test_vaal_scores_what_it_was_trained_to_see_as_unlabeled_above_the_labeled():
@@ -84,7 +87,9 @@ def test_vaal_scores_what_it_was_trained_to_see_as_unlabeled_above_the_labeled()
     assert ordered > 0.95, f"only {ordered:.2f} of (unlabeled, labeled) pairs ranked correctly"
     assert (chosen >= 30).all()  # the query comes from the unlabeled candidates
     metrics = acq.extra_metrics()
-    assert set(metrics) == set(VAAL.metric_names) and all(math.isfinite(v) for v in metrics.values())
+    assert set(metrics) == set(VAAL.metric_names) and all(
+        math.isfinite(v) for v in metrics.values()
+    )
     assert not any(p.requires_grad for p in acq.disc.parameters())  # frozen between prepares
 
 
@@ -102,11 +107,15 @@ def test_vaal_scores_on_batch_statistics_and_leaves_the_running_ones_untouched()
     after = acq.vae.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "scoring moved a BatchNorm buffer"
     norms = [m for m in acq.vae.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert not acq.vae.training and all(not m.training and m.track_running_stats for m in norms)  # modes restored
+    assert not acq.vae.training and all(
+        not m.training and m.track_running_stats for m in norms
+    )  # modes restored
     # Batch statistics, batch by batch: 120 candidates in ceil(120 / 8) = 15 batches of 8, in order.
     reference = copy.deepcopy(acq.vae).train()
     with torch.no_grad():
-        expected = torch.cat([reference.encode(VAAL.vae_input(ctx.data.x_train[c]))[0] for c in idx.tensor_split(15)])
+        expected = torch.cat(
+            [reference.encode(VAAL.vae_input(ctx.data.x_train[c]))[0] for c in idx.tensor_split(15)]
+        )
         with eval_mode(acq.vae):
             running = acq.vae.encode(VAAL.vae_input(ctx.data.x_train[idx]))[0]
     torch.testing.assert_close(mu, expected)
@@ -123,7 +132,9 @@ def _two_novel_classes_ctx(seed: int):
     2 and 3 exist only in the pool, 10 images each. The pool: 10 + 10 of the labeled classes and
     10 + 10 of the novel ones."""
     g = torch.Generator().manual_seed(seed)
-    y = torch.cat([torch.full((30,), 0), torch.full((30,), 1), torch.full((10,), 2), torch.full((10,), 3)])
+    y = torch.cat(
+        [torch.full((30,), 0), torch.full((30,), 1), torch.full((10,), 2), torch.full((10,), 3)]
+    )
     x = 0.3 * torch.randn(y.numel(), 1, 8, 8, generator=g)
     for c in range(4):
         r, q = divmod(c, 2)
@@ -131,7 +142,9 @@ def _two_novel_classes_ctx(seed: int):
     data = ActiveDataset("toy", x, y, x[:4], y[:4], 4)
     torch.manual_seed(seed)
     labeled = torch.cat([torch.arange(0, 20), torch.arange(30, 50)])
-    return AcquisitionContext(cnn(1, 4), data, labeled, torch.Generator().manual_seed(seed), score_batch_size=50)
+    return AcquisitionContext(
+        cnn(1, 4), data, labeled, torch.Generator().manual_seed(seed), score_batch_size=50
+    )
 
 
 class _EvalModeVAAL(VAAL):
@@ -170,7 +183,9 @@ def test_vaal_queries_the_classes_missing_from_the_labeled_set_and_more_than_one
     assert metrics["vaal_pick_classes"] == int((counts > 0).sum()) >= 2
     assert metrics["vaal_pick_max_share"] == pytest.approx(float(counts.max()) / 12)
     _, old_counts = _novel_query(_EvalModeVAAL)
-    assert not _looks_for_the_novel_classes(old_counts), f"eval-mode query per class {old_counts.tolist()}"
+    assert not _looks_for_the_novel_classes(old_counts), (
+        f"eval-mode query per class {old_counts.tolist()}"
+    )
 
 
 def test_vaal_pair_scorer_mixes_latent_means_and_passes_gradients_to_lambda():
@@ -216,8 +231,13 @@ def test_vaal_state_dict_restores_networks_and_optimisers():
     buffer.seek(0)
     clone.load_state_dict(torch.load(buffer, weights_only=False))
     idx = torch.arange(120)
-    torch.testing.assert_close(clone.score_latent(clone.latent_means(ctx, idx)), acq.score_latent(acq.latent_means(ctx, idx)))
-    fresh = lambda: AcquisitionContext(ctx.model, ctx.data, ctx.labeled, torch.Generator().manual_seed(2), 50)  # noqa: E731
+    torch.testing.assert_close(
+        clone.score_latent(clone.latent_means(ctx, idx)),
+        acq.score_latent(acq.latent_means(ctx, idx)),
+    )
+    fresh = lambda: AcquisitionContext(
+        ctx.model, ctx.data, ctx.labeled, torch.Generator().manual_seed(2), 50
+    )
     torch.manual_seed(3)
     acq.prepare(fresh())
     torch.manual_seed(3)
@@ -239,13 +259,22 @@ def test_vaal_drives_look_ahead_augmentations():
 
 
 def test_a_query_larger_than_the_candidates_is_a_clear_error():
-    with pytest.raises(ConfigError, match="acquisition=vaal must select 4 points but has only 3 candidates"):
+    with pytest.raises(
+        ConfigError, match="acquisition=vaal must select 4 points but has only 3 candidates"
+    ):
         VAAL(**TINY_VAAL).select(make_ctx(dropout=0.0), torch.arange(10, 13), 4)
 
 
 def test_smoke_run_writes_its_csv(compose_cfg, tmp_path):
     overrides = [f"acquisition.{k}={v}" for k, v in TINY_VAAL.items()]
-    columns = ["vaal_vae_loss", "vaal_disc_loss", "vaal_score", "vaal_score_candidates", "vaal_pick_classes", "vaal_pick_max_share"]
+    columns = [
+        "vaal_vae_loss",
+        "vaal_disc_loss",
+        "vaal_score",
+        "vaal_score_candidates",
+        "vaal_pick_classes",
+        "vaal_pick_max_share",
+    ]
     check_smoke_run(compose_cfg, tmp_path, "vaal", columns, overrides)
 
 
@@ -254,8 +283,13 @@ def test_interrupted_vaal_run_resumes_exactly(tmp_path, monkeypatch):
 
     def run(out_dir, **kw):
         return run_active_learning(
-            data=toy_data(), model_factory=cnn, acquisition=VAAL(**TINY_VAAL),
-            protocol=tiny_protocol(iterations=4, epochs=1), out_dir=out_dir, seed=5, device=CPU,
+            data=toy_data(),
+            model_factory=cnn,
+            acquisition=VAAL(**TINY_VAAL),
+            protocol=tiny_protocol(iterations=4, epochs=1),
+            out_dir=out_dir,
+            seed=5,
+            device=CPU,
             options=RunOptions(progress=False, **kw),
         )
 
@@ -268,6 +302,9 @@ def test_interrupted_vaal_run_resumes_exactly(tmp_path, monkeypatch):
         with pytest.raises(Crash):
             run(tmp_path / "resumed")
     run(tmp_path / "resumed")
-    straight, resumed = read_csv(tmp_path / "straight" / "metrics.csv"), read_csv(tmp_path / "resumed" / "metrics.csv")
+    straight, resumed = (
+        read_csv(tmp_path / "straight" / "metrics.csv"),
+        read_csv(tmp_path / "resumed" / "metrics.csv"),
+    )
     assert outcome(resumed) == outcome(straight)
     assert vaal_columns(resumed) == vaal_columns(straight) and vaal_columns(straight)[3][0] != ""

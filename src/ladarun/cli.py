@@ -5,6 +5,7 @@ composed config and calls the loop; it works on a config composed with Hydra's c
 too (the tests do). torch and the domain code are imported only when a run starts, so
 ``ladarun --help`` and ``ladarun --cfg job`` answer at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,9 @@ log = logging.getLogger("ladarun")
 
 # conf/hydra/launcher/submitit_local.yaml deliberately shares its name with the plugin's schema
 # (it spells out every key, so it works whether or not Hydra still merges the two).
-warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_local' is validated against ConfigStore schema")
+warnings.filterwarnings(
+    "ignore", message=r"\s*'hydra/launcher/submitit_local' is validated against ConfigStore schema"
+)
 
 # Launchers in conf/hydra/launcher/ and Hydra's own, with the plugin module and extra each needs.
 LAUNCHER_PLUGINS = {
@@ -42,7 +45,9 @@ LAUNCHER_PLUGINS = {
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """Instantiate an option from its ``_target_``; ``name`` is the option's label, not an argument."""
-    params = cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))  # a DictConfig gives a dict
+    params = cast(
+        dict[str, Any], OmegaConf.to_container(node, resolve=True)
+    )  # a DictConfig gives a dict
     params.pop("name", None)
     try:
         return instantiate(params, **kwargs)
@@ -58,19 +63,34 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     A finished run of the same config in ``out_dir`` is skipped; an unfinished one with a
     checkpoint resumes after its last finished iteration.
     """
-    from .state import CHECKPOINT, FAILURE, METRICS, RUN_CONFIG, check_existing, fingerprint, write_json_atomic
+    from .state import (
+        CHECKPOINT,
+        FAILURE,
+        METRICS,
+        RUN_CONFIG,
+        check_existing,
+        fingerprint,
+        write_json_atomic,
+    )
 
     out_dir = Path(out_dir)
-    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig gives a dict
+    config = cast(
+        dict[str, Any], OmegaConf.to_container(cfg, resolve=True)
+    )  # a DictConfig gives a dict
     done = check_existing(out_dir, config)
     if done is not None:
-        log.info("Run in %s is already finished (best accuracy %.2f%%); skipping it.", out_dir, done)
+        log.info(
+            "Run in %s is already finished (best accuracy %.2f%%); skipping it.", out_dir, done
+        )
         return done
     from .loop import RunOptions, run_active_learning  # torch: only for a run that goes ahead
     from .runtime import SpeedOptions, resolve_device
 
     if (out_dir / METRICS).exists() and not (cfg.checkpoint and (out_dir / CHECKPOINT).exists()):
-        log.warning("%s holds an unfinished run without a checkpoint; starting it again from the beginning.", out_dir)
+        log.warning(
+            "%s holds an unfinished run without a checkpoint; starting it again from the beginning.",
+            out_dir,
+        )
     (out_dir / FAILURE).unlink(missing_ok=True)
     try:
         device = resolve_device(cfg.device)
@@ -84,17 +104,35 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
         data = build(cfg.dataset, name=cfg.dataset.name).load(cfg.data_dir, device)
         log.info(
             "dataset=%s (%d train, %d test) model=%s acquisition=%s augment=%s protocol=%s seed=%d device=%s",
-            cfg.dataset.name, data.y_train.numel(), data.y_test.numel(), cfg.model.name, cfg.acquisition.name,
-            cfg.augment.name, cfg.protocol.name, cfg.seed, device,
+            cfg.dataset.name,
+            data.y_train.numel(),
+            data.y_test.numel(),
+            cfg.model.name,
+            cfg.acquisition.name,
+            cfg.augment.name,
+            cfg.protocol.name,
+            cfg.seed,
+            device,
         )
         options = RunOptions(
-            deterministic=cfg.deterministic, progress=cfg.progress, checkpoint=cfg.checkpoint,
-            keep_checkpoint=cfg.keep_checkpoint, fingerprint=fingerprint(config),
-            speed=SpeedOptions(**config["speed"]), run_info={"config": config},
+            deterministic=cfg.deterministic,
+            progress=cfg.progress,
+            checkpoint=cfg.checkpoint,
+            keep_checkpoint=cfg.keep_checkpoint,
+            fingerprint=fingerprint(config),
+            speed=SpeedOptions(**config["speed"]),
+            run_info={"config": config},
         )
         summary = run_active_learning(
-            data=data, model_factory=model_factory, acquisition=acquisition, augment=augment, protocol=protocol,
-            out_dir=out_dir, seed=cfg.seed, device=device, options=options,
+            data=data,
+            model_factory=model_factory,
+            acquisition=acquisition,
+            augment=augment,
+            protocol=protocol,
+            out_dir=out_dir,
+            seed=cfg.seed,
+            device=device,
+            options=options,
         )
     except Exception as err:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +141,12 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     log.info("metrics: %s", summary.metrics_path)
     log.info(
         "best accuracy %.2f%%, final %.2f%% with %d labels after %d iterations; %.1f s on %s",
-        summary.best_acc, summary.final_acc, summary.n_labeled, summary.iterations, summary.total_s, summary.device,
+        summary.best_acc,
+        summary.final_acc,
+        summary.n_labeled,
+        summary.iterations,
+        summary.total_s,
+        summary.device,
     )
     return summary.best_acc
 
@@ -115,7 +158,9 @@ def check_launcher(argv: list[str]) -> None:
     """
     import importlib.util
 
-    options = {p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")} | set(LAUNCHER_PLUGINS)
+    options = {p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")} | set(
+        LAUNCHER_PLUGINS
+    )
     for arg in argv:
         if not arg.startswith("hydra/launcher="):
             continue

@@ -1,4 +1,5 @@
 """The active-learning protocol: budgets and the training schedule (docs/methods.md §1)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ class Protocol:
         }
         for key, value in positive.items():
             if int(value) != value or value < 1:
-                raise ConfigError(f"protocol.{key} must be a positive integer, got {value!r}; set protocol.{key}=N with N >= 1")
+                raise ConfigError(
+                    f"protocol.{key} must be a positive integer, got {value!r}; set protocol.{key}=N with N >= 1"
+                )
         if self.pool_subset is not None and self.pool_subset < self.query:
             raise ConfigError(
                 f"protocol.pool_subset={self.pool_subset} is smaller than protocol.query={self.query}: "

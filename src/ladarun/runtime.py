@@ -4,6 +4,7 @@ versions, and the speed switches (bf16 autocast, channels_last, torch.compile; a
 Each speed switch trades bit-exactness against the official code's float32 NCHW eager execution
 for speed, so each is a config switch (``speed.*``) and the benchmark measures it on and off.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +29,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available to torch; use device=auto or device=cpu")
+        raise ConfigError(
+            "device=cuda but no CUDA device is available to torch; use device=auto or device=cpu"
+        )
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"device must be one of auto, cpu, cuda; got {name!r}")
     return torch.device(name)
@@ -50,7 +53,11 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
 
 
 def library_versions() -> dict[str, str]:
@@ -99,8 +106,12 @@ def keep_large_buffers() -> bool:
 @dataclass
 class SpeedOptions:
     autocast: Optional[str] = None  # None or "bf16": torch.autocast for every forward pass
-    channels_last: bool = False  # NHWC model weights and image tensors (faster convolutions on tensor cores)
-    compile: bool = False  # torch.compile each stage of the classifier in place (state_dict keys unchanged)
+    channels_last: bool = (
+        False  # NHWC model weights and image tensors (faster convolutions on tensor cores)
+    )
+    compile: bool = (
+        False  # torch.compile each stage of the classifier in place (state_dict keys unchanged)
+    )
     compile_mode: Optional[str] = None  # torch.compile's mode, e.g. "max-autotune-no-cudagraphs"
 
     def __post_init__(self) -> None:
@@ -119,7 +130,11 @@ class SpeedOptions:
         return model
 
     def prepare_images(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+        return (
+            x.contiguous(memory_format=torch.channels_last)
+            if self.channels_last and x.dim() == 4
+            else x
+        )
 
     @contextlib.contextmanager
     def autocast_on(self, device: torch.device) -> Iterator[None]:

@@ -8,6 +8,7 @@ A run directory holds ``metrics.csv`` (one row per iteration, flushed as each en
 ``failed.json``. Every file is replaced atomically (:func:`atomic_write`), so a kill at any
 moment leaves either the old or the new version, never half of one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -81,14 +82,22 @@ class MetricsWriter:
     file atomically, so a resumed run never has a duplicated or missing iteration.
     """
 
-    def __init__(self, path: Path, extra_columns: Iterable[str] = (), resume_after: Optional[int] = None):
+    def __init__(
+        self, path: Path, extra_columns: Iterable[str] = (), resume_after: Optional[int] = None
+    ):
         self.path = Path(path)
         self.columns = list(BASE_COLUMNS) + [c for c in extra_columns if c not in BASE_COLUMNS]
         if resume_after is not None and self.path.exists():
             with open(self.path, newline="") as f:
-                kept = [r for r in csv.DictReader(f) if r.get("iteration", "").isdigit() and int(r["iteration"]) <= resume_after]
+                kept = [
+                    r
+                    for r in csv.DictReader(f)
+                    if r.get("iteration", "").isdigit() and int(r["iteration"]) <= resume_after
+                ]
             with atomic_write(self.path) as f:
-                writer = csv.DictWriter(f, fieldnames=self.columns, restval="", extrasaction="ignore")
+                writer = csv.DictWriter(
+                    f, fieldnames=self.columns, restval="", extrasaction="ignore"
+                )
                 writer.writeheader()
                 writer.writerows(kept)
             self._file = open(self.path, "a", newline="")
@@ -205,7 +214,9 @@ def comparable(config: dict) -> dict:
 
 def fingerprint(config: dict) -> str:
     """A hash of everything in ``config`` that changes a run's results."""
-    return hashlib.sha256(json.dumps(comparable(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(comparable(config), sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
 
 
 def _previous_config(out_dir: Path) -> Optional[dict]:
@@ -231,7 +242,11 @@ def check_existing(out_dir: Path, config: dict) -> Optional[float]:
     before, now = comparable(previous), comparable(config)
     if before == now:
         summary_path = out_dir / SUMMARY
-        return float(json.loads(summary_path.read_text())["best_acc"]) if summary_path.exists() else None
+        return (
+            float(json.loads(summary_path.read_text())["best_acc"])
+            if summary_path.exists()
+            else None
+        )
     hydra_config = out_dir / ".hydra" / "config.yaml"
     if hydra_config.exists() and previous:
         # Hydra has just overwritten the earlier run's config with the new one: put it back.

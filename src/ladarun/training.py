@@ -1,4 +1,5 @@
 """Classifier training and evaluation on device-resident tensors."""
+
 from __future__ import annotations
 
 from typing import Optional

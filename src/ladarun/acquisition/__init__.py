@@ -1,4 +1,5 @@
 """Acquisition functions. A new one is a class here plus a YAML in conf/acquisition/."""
+
 from .badge import BADGE
 from .bald import BALD, mutual_information_bits
 from .base import Acquisition, AcquisitionContext, ScoreAcquisition, top_k

@@ -13,6 +13,7 @@ the candidates with one centre's ``a`` and one with its ``h``.
 scikit-learn's ``kmeans_plusplus`` is not used: it needs the explicit vectors, draws several
 local trials per centre (greedy k-means++) and uses NumPy's RNG, not the run's generator.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,9 @@ from .base import Acquisition, AcquisitionContext
 from .passes import check_enough_candidates, embeddings_and_logits
 
 
-def gradient_factors(logits: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gradient_factors(
+    logits: torch.Tensor, embeddings: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``a = onehot(argmax p) - p`` (N, C) and ``h`` (N, D): g = a (x) h, without building g."""
     probs = torch.softmax(logits.float(), dim=1)
     a = F.one_hot(probs.argmax(1), probs.shape[1]).to(probs.dtype) - probs
@@ -43,7 +46,9 @@ class FactorisedDistances:
 
     def to(self, j: torch.Tensor) -> torch.Tensor:
         """(N,) ||g_x - g_j||^2 for every x, one centre ``j`` (a 1-element index tensor); clipped at 0."""
-        cross = (self.a @ self.a.index_select(0, j).T)[:, 0] * (self.h @ self.h.index_select(0, j).T)[:, 0]
+        cross = (self.a @ self.a.index_select(0, j).T)[:, 0] * (
+            self.h @ self.h.index_select(0, j).T
+        )[:, 0]
         return (self.sq_norms + self.sq_norms.index_select(0, j) - 2.0 * cross).clamp_min(0.0)
 
     def pairwise(self) -> torch.Tensor:
@@ -52,7 +57,9 @@ class FactorisedDistances:
         return (self.sq_norms[:, None] + self.sq_norms[None, :] - 2.0 * cross).clamp_min(0.0)
 
 
-def kmeans_pp_seeding(distances: FactorisedDistances, budget: int, generator: torch.Generator) -> torch.Tensor:
+def kmeans_pp_seeding(
+    distances: FactorisedDistances, budget: int, generator: torch.Generator
+) -> torch.Tensor:
     """Positions of ``budget`` k-means++ seeds (BADGE's variant).
 
     The first seed is the point with the largest ||g||; each next one is drawn with
@@ -90,9 +97,13 @@ class BADGE(Acquisition):
     def __init__(self) -> None:
         self._metrics: dict[str, torch.Tensor] = {}
 
-    def select(self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
+    def select(
+        self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+    ) -> torch.Tensor:
         check_enough_candidates("badge", candidates.numel(), budget)
-        emb, logits = embeddings_and_logits(ctx.model, ctx.data.x_train, candidates, ctx.score_batch_size)
+        emb, logits = embeddings_and_logits(
+            ctx.model, ctx.data.x_train, candidates, ctx.score_batch_size
+        )
         a, h = gradient_factors(logits, emb)
         distances = FactorisedDistances(a, h)
         seeds = kmeans_pp_seeding(distances, budget, ctx.generator)

@@ -8,6 +8,7 @@ The dropout sits after the pooled feature, just before ``fc`` (§3), so everythi
 deterministic in eval mode: the trunk runs once per batch and only dropout + ``fc`` run T times.
 That is exact, not an approximation, and about T times cheaper than T full passes.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,7 +65,9 @@ class BALD(Acquisition):
 
     def __init__(self, samples: int = 20, model_dropout: Optional[float] = None) -> None:
         if int(samples) != samples or samples < 2:
-            raise ConfigError(f"acquisition.samples must be an integer >= 2 (MC dropout passes), got {samples!r}")
+            raise ConfigError(
+                f"acquisition.samples must be an integer >= 2 (MC dropout passes), got {samples!r}"
+            )
         if model_dropout is not None and not model_dropout > 0:
             raise ConfigError(NO_DROPOUT)
         self.samples = int(samples)
@@ -85,7 +88,9 @@ class BALD(Acquisition):
         on the device); whatever produced ``pooled`` stays as it was.
         """
         p = self.dropout_rate(model)
-        dropped = F.dropout(pooled.unsqueeze(0).expand(self.samples, *pooled.shape), p, training=True)
+        dropped = F.dropout(
+            pooled.unsqueeze(0).expand(self.samples, *pooled.shape), p, training=True
+        )
         return mutual_information_from_logits(model.fc(dropped))
 
     # --- selection ----------------------------------------------------------------------------
@@ -94,14 +99,22 @@ class BALD(Acquisition):
         model = ctx.model
         self.dropout_rate(model)
         with eval_mode(model):
-            out = [self.mc_scores(model, model.embed(ctx.data.x_train[c])) for c in candidates.split(ctx.score_batch_size)]
+            out = [
+                self.mc_scores(model, model.embed(ctx.data.x_train[c]))
+                for c in candidates.split(ctx.score_batch_size)
+            ]
         return torch.cat(out)
 
-    def select(self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
+    def select(
+        self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+    ) -> torch.Tensor:
         check_enough_candidates("bald", candidates.numel(), budget)
         scores = self.scores(ctx, candidates)
         chosen = top_k(scores, budget, ctx.generator)
-        self._metrics = {"bald_mi_selected": scores[chosen].mean(), "bald_mi_candidates": scores.mean()}
+        self._metrics = {
+            "bald_mi_selected": scores[chosen].mean(),
+            "bald_mi_candidates": scores.mean(),
+        }
         return candidates[chosen]
 
     def extra_metrics(self) -> dict[str, float]:
@@ -130,7 +143,10 @@ class _BaldPairScorer(PairScorer):
     @torch.no_grad()
     def base(self) -> torch.Tensor:
         return torch.cat(
-            [self._mi(a) + self._mi(b) for a, b in zip(self.h_first.split(self.batch), self.h_second.split(self.batch))]
+            [
+                self._mi(a) + self._mi(b)
+                for a, b in zip(self.h_first.split(self.batch), self.h_second.split(self.batch))
+            ]
         )
 
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ Classifier-probability scores (ent, var) get both from :class:`ScoreAcquisition`
 acquisition with a score of its own (VAAL's discriminator) overrides them. Batch-mode
 acquisitions (Coreset, BADGE) have neither and say so with ``per_instance = False``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,7 +83,9 @@ class Acquisition:
     #: Per-iteration values this acquisition adds to metrics.csv (see ``extra_metrics``).
     metric_names: tuple[str, ...] = ()
 
-    def select(self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
+    def select(
+        self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def prepare(self, ctx: AcquisitionContext) -> None:
@@ -132,7 +135,9 @@ class Acquisition:
 class _ClassifierPairScorer(PairScorer):
     """Pairs scored by a function of the classifier's logits, mixing at stage ``k`` (Eq. 12-15)."""
 
-    def __init__(self, acquisition: "ScoreAcquisition", ctx: AcquisitionContext, k: int, h_first, h_second):
+    def __init__(
+        self, acquisition: "ScoreAcquisition", ctx: AcquisitionContext, k: int, h_first, h_second
+    ):
         self.acquisition, self.model, self.k = acquisition, ctx.model, k
         self.h_first, self.h_second = h_first, h_second
         self.batch = ctx.score_batch_size
@@ -140,15 +145,20 @@ class _ClassifierPairScorer(PairScorer):
     @torch.no_grad()
     def base(self) -> torch.Tensor:
         # forward_from(h^k(x), k) == forward(x), so the cached maps give alpha(x) directly.
-        score = lambda h: self.acquisition.score_logits(self.model.forward_from(h, self.k))  # noqa: E731
+        score = lambda h: self.acquisition.score_logits(self.model.forward_from(h, self.k))
         return torch.cat(
-            [score(a) + score(b) for a, b in zip(self.h_first.split(self.batch), self.h_second.split(self.batch))]
+            [
+                score(a) + score(b)
+                for a, b in zip(self.h_first.split(self.batch), self.h_second.split(self.batch))
+            ]
         )
 
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         a, b = self.h_first[rows].unsqueeze(0), self.h_second[rows].unsqueeze(0)  # (1, B, C, H, W)
         weight = lam.reshape(*lam.shape, *([1] * (a.dim() - 2))).to(a.dtype)  # (S, B, 1, 1, 1)
-        h = torch.lerp(b, a, weight)  # lam * a + (1 - lam) * b (Eq. 12), broadcast over the S samples
+        h = torch.lerp(
+            b, a, weight
+        )  # lam * a + (1 - lam) * b (Eq. 12), broadcast over the S samples
         logits = self.model.forward_from(h.flatten(0, 1), self.k)
         return self.acquisition.score_logits(logits).view(lam.shape)
 
@@ -185,7 +195,9 @@ class ScoreAcquisition(Acquisition):
             model.train(was_training)
         return torch.cat(out)
 
-    def select(self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
+    def select(
+        self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+    ) -> torch.Tensor:
         return candidates[top_k(self.scores(ctx, candidates), budget, ctx.generator)]
 
 
@@ -197,6 +209,8 @@ def pair_lambdas(lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """
     if lam.shape[-1] != rows.numel():
         if lam.numel() != rows.numel():
-            raise ValueError(f"lam of shape {tuple(lam.shape)} does not match {rows.numel()} pair rows")
+            raise ValueError(
+                f"lam of shape {tuple(lam.shape)} does not match {rows.numel()} pair rows"
+            )
         lam = lam.reshape(rows.shape)
     return lam

@@ -1,4 +1,5 @@
 """Batched eval-mode passes of the classifier over dataset indices, shared by the acquisitions."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -1,4 +1,5 @@
 """Single-point uncertainty scores of the predictive distribution (docs/methods.md §3)."""
+
 from __future__ import annotations
 
 import math

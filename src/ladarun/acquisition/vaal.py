@@ -30,6 +30,7 @@ Cost: the full-width VAE is ~0.5 GMAC per 32x32 image forward; one adversarial i
 (2 VAE steps on 64 + 64 images, 1 D step) is several TFLOP, so the default 500 steps are a GPU
 setting. ``width`` scales every VAE channel count (parameters ~ width^2) for CPU work.
 """
+
 from __future__ import annotations
 
 import logging
@@ -97,14 +98,22 @@ class VAE(nn.Module):
         c = _channels(width)
         enc, cin = [], in_channels
         for cout in c:  # 32 -> 16 -> 8 -> 4 -> 2
-            enc += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            enc += [
+                nn.Conv2d(cin, cout, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
             cin = cout
         self.encoder = nn.Sequential(*enc, nn.Flatten())
         self.fc_mu = nn.Linear(c[3] * 2 * 2, latent_dim)
         self.fc_logvar = nn.Linear(c[3] * 2 * 2, latent_dim)
         dec = [nn.Linear(latent_dim, c[3] * 4 * 4), nn.Unflatten(1, (c[3], 4, 4))]
         for cin, cout in ((c[3], c[2]), (c[2], c[1]), (c[1], c[0])):  # 4 -> 8 -> 16 -> 32
-            dec += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            dec += [
+                nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
         dec.append(nn.ConvTranspose2d(c[0], in_channels, 1))  # no output activation
         self.decoder = nn.Sequential(*dec)
         _kaiming_init(self)
@@ -126,7 +135,11 @@ class Discriminator(nn.Module):
     def __init__(self, latent_dim: int = 32):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, 512), nn.ReLU(inplace=True), nn.Linear(512, 512), nn.ReLU(inplace=True), nn.Linear(512, 1)
+            nn.Linear(latent_dim, 512),
+            nn.ReLU(inplace=True),
+            nn.Linear(512, 512),
+            nn.ReLU(inplace=True),
+            nn.Linear(512, 1),
         )
         _kaiming_init(self)
 
@@ -143,7 +156,9 @@ def discriminator_parameters(latent_dim: int) -> int:
     return (latent_dim + 1) * 512 + (512 + 1) * 512 + (512 + 1)
 
 
-def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float) -> torch.Tensor:
+def vae_loss(
+    x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
+) -> torch.Tensor:
     """MSE (mean) + beta * KL (summed over the batch and the latent dimensions), as the original."""
     mu, logvar = mu.float(), logvar.float()
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
@@ -161,7 +176,12 @@ class VAAL(Acquisition):
 
     per_instance = True
     metric_names = (
-        "vaal_vae_loss", "vaal_disc_loss", "vaal_score", "vaal_score_candidates", "vaal_pick_classes", "vaal_pick_max_share"
+        "vaal_vae_loss",
+        "vaal_disc_loss",
+        "vaal_score",
+        "vaal_score_candidates",
+        "vaal_pick_classes",
+        "vaal_pick_max_share",
     )
 
     def __init__(
@@ -175,7 +195,12 @@ class VAAL(Acquisition):
         adversary_weight: float = 1.0,
         width: float = 1.0,
     ) -> None:
-        for key, value in (("steps", steps), ("vae_steps", vae_steps), ("batch_size", batch_size), ("latent_dim", latent_dim)):
+        for key, value in (
+            ("steps", steps),
+            ("vae_steps", vae_steps),
+            ("batch_size", batch_size),
+            ("latent_dim", latent_dim),
+        ):
             if int(value) != value or value < 1:
                 raise ConfigError(f"acquisition.{key} must be a positive integer, got {value!r}")
         for key, positive in (("lr", lr), ("width", width)):
@@ -202,7 +227,9 @@ class VAAL(Acquisition):
         self.vae_opt = torch.optim.Adam(vae.parameters(), lr=self.lr)
         self.disc_opt = torch.optim.Adam(disc.parameters(), lr=self.lr)
         log.info(
-            "VAAL: VAE with %d parameters (width %g), discriminator with %d", count_parameters(vae), self.width,
+            "VAAL: VAE with %d parameters (width %g), discriminator with %d",
+            count_parameters(vae),
+            self.width,
             count_parameters(disc),
         )
 
@@ -232,7 +259,9 @@ class VAAL(Acquisition):
         if self.vae is None:
             self._build(int(x.shape[1]), x.device)
         elif self.in_channels != x.shape[1]:
-            raise ConfigError(f"VAAL's networks were built for {self.in_channels} channels, the data has {x.shape[1]}")
+            raise ConfigError(
+                f"VAAL's networks were built for {self.in_channels} channels, the data has {x.shape[1]}"
+            )
 
     def _require_trained(self) -> tuple[VAE, Discriminator]:
         """The VAE and D, once ``prepare`` built them."""
@@ -263,7 +292,9 @@ class VAAL(Acquisition):
         # All batch indices at once from the run's generator: one host-to-device copy, and no
         # host sync inside the loop (the losses stay on the device too).
         shape = (self.steps, self.vae_steps + 1, self.batch_size)
-        lab_idx = labeled[torch.randint(labeled.numel(), shape, generator=ctx.generator).to(labeled.device)]
+        lab_idx = labeled[
+            torch.randint(labeled.numel(), shape, generator=ctx.generator).to(labeled.device)
+        ]
         pool_idx = pool[torch.randint(pool.numel(), shape, generator=ctx.generator).to(pool.device)]
         tail = max(1, self.steps // 10)  # the reported losses: means over the last 10% of steps
         vae_sum = torch.zeros((), device=x.device)
@@ -277,23 +308,28 @@ class VAAL(Acquisition):
         with torch.enable_grad():
             for step in range(self.steps):
                 for v in range(self.vae_steps):
-                    x_l, x_u = self.vae_input(x[lab_idx[step, v]]), self.vae_input(x[pool_idx[step, v]])
+                    x_l, x_u = (
+                        self.vae_input(x[lab_idx[step, v]]),
+                        self.vae_input(x[pool_idx[step, v]]),
+                    )
                     recon_l, mu_l, logvar_l = vae(x_l)
                     recon_u, mu_u, logvar_u = vae(x_u)
-                    rec = vae_loss(x_l, recon_l, mu_l, logvar_l, self.beta) + vae_loss(x_u, recon_u, mu_u, logvar_u, self.beta)
-                    # The VAE wants D to call everything "labeled" (target 1).
-                    adv = F.binary_cross_entropy_with_logits(disc(mu_l).float(), ones) + F.binary_cross_entropy_with_logits(
-                        disc(mu_u).float(), ones
+                    rec = vae_loss(x_l, recon_l, mu_l, logvar_l, self.beta) + vae_loss(
+                        x_u, recon_u, mu_u, logvar_u, self.beta
                     )
+                    # The VAE wants D to call everything "labeled" (target 1).
+                    adv = F.binary_cross_entropy_with_logits(
+                        disc(mu_l).float(), ones
+                    ) + F.binary_cross_entropy_with_logits(disc(mu_u).float(), ones)
                     vae_opt.zero_grad(set_to_none=True)
                     (rec + self.adversary_weight * adv).backward()
                     vae_opt.step()
                 with torch.no_grad():
                     mu_l = vae.encode(self.vae_input(x[lab_idx[step, -1]]))[0]
                     mu_u = vae.encode(self.vae_input(x[pool_idx[step, -1]]))[0]
-                d_loss = F.binary_cross_entropy_with_logits(disc(mu_l).float(), ones) + F.binary_cross_entropy_with_logits(
-                    disc(mu_u).float(), zeros
-                )
+                d_loss = F.binary_cross_entropy_with_logits(
+                    disc(mu_l).float(), ones
+                ) + F.binary_cross_entropy_with_logits(disc(mu_u).float(), zeros)
                 disc_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 disc_opt.step()
@@ -303,7 +339,9 @@ class VAAL(Acquisition):
         disc_opt.zero_grad(set_to_none=True)  # the VAE steps left gradients in D
         vae.eval()
         disc.eval()
-        for p in disc.parameters():  # frozen until the next prepare: scores differentiate in lambda only
+        for p in (
+            disc.parameters()
+        ):  # frozen until the next prepare: scores differentiate in lambda only
             p.requires_grad_(False)
         self._metrics = {"vaal_vae_loss": vae_sum / tail, "vaal_disc_loss": disc_sum / tail}
 
@@ -350,7 +388,9 @@ class VAAL(Acquisition):
         """``1 - D(mu)`` for latent means (..., latent_dim) -> (...); differentiable in ``mu``."""
         return torch.sigmoid(self.unlabeled_logit(mu))
 
-    def select(self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
+    def select(
+        self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+    ) -> torch.Tensor:
         check_enough_candidates("vaal", candidates.numel(), budget)
         self.prepare(ctx)
         with torch.no_grad():
@@ -390,7 +430,9 @@ class VAAL(Acquisition):
         tau (lam ~ Beta(tau, tau)), and LADA_VaalMix's policy drives tau to the floor of its
         sigmoid (~0.03-0.05 for all pairs): the optimum of Eq. 13 for this score, not a defect.
         """
-        return _LatentPairScorer(self, self.latent_means(ctx, first), self.latent_means(ctx, second))
+        return _LatentPairScorer(
+            self, self.latent_means(ctx, first), self.latent_means(ctx, second)
+        )
 
     # --- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -425,10 +467,14 @@ class _LatentPairScorer(PairScorer):
 
     @torch.no_grad()
     def base(self) -> torch.Tensor:
-        return self.acquisition.score_latent(self.mu_first) + self.acquisition.score_latent(self.mu_second)
+        return self.acquisition.score_latent(self.mu_first) + self.acquisition.score_latent(
+            self.mu_second
+        )
 
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         lam = pair_lambdas(lam, rows)
         a, b = self.mu_first[rows], self.mu_second[rows]  # (B, z)
-        mu = torch.lerp(b, a, lam.unsqueeze(-1).to(a.dtype))  # lam * mu(x_i) + (1 - lam) * mu(x'_i), (..., B, z)
+        mu = torch.lerp(
+            b, a, lam.unsqueeze(-1).to(a.dtype)
+        )  # lam * mu(x_i) + (1 - lam) * mu(x'_i), (..., B, z)
         return self.acquisition.score_latent(mu)

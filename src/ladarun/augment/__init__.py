@@ -1,4 +1,5 @@
 """Augmentations. A new one is a class here plus a YAML in conf/augment/."""
+
 from .adamixup import AdaMixup
 from .base import Augment, NoAugment
 from .bgadl import BGADL

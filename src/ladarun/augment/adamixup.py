@@ -11,6 +11,7 @@ This is the LADA port used for Table 1's "Ent w. AdaMixup", with its two bugs fi
 pi and phi are created once and really trained (the official optimizer held stale copies),
 and the lambda-weighted loss is per sample (the official code weighted the batch-mean CE).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
@@ -51,15 +52,25 @@ class PolicyRegionGenerator(nn.Module):
         pad = 0 if _conv_side(image_size, 0) >= 1 else 1
         side = _conv_side(image_size, pad)
         if side < 1:
-            raise ConfigError(f"images of {image_size}x{image_size} are too small for AdaMixup's policy network")
-        conv = lambda cin: nn.Conv2d(cin, 32, kernel_size=3, padding=pad)  # noqa: E731
+            raise ConfigError(
+                f"images of {image_size}x{image_size} are too small for AdaMixup's policy network"
+            )
+        conv = lambda cin: nn.Conv2d(cin, 32, kernel_size=3, padding=pad)
         self.trunk = nn.Sequential(
-            conv(in_channels), nn.ReLU(), nn.MaxPool2d(2),
-            conv(32), nn.ReLU(),
-            conv(32), nn.ReLU(), nn.MaxPool2d(2),
-            conv(32), nn.ReLU(),
+            conv(in_channels),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            conv(32),
+            nn.ReLU(),
+            conv(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            conv(32),
+            nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(32 * side * side, 512), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(32 * side * side, 512),
+            nn.ReLU(),
+            nn.Dropout(0.5),
         )
         self.fc1, self.fc2 = nn.Linear(512, 100), nn.Linear(100, 3)
         for layer in (self.fc1, self.fc2):
@@ -97,32 +108,43 @@ def gate_input(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     return (masks[0] * x1 + masks[1] * x2) / 2
 
 
-
 def classification_loss(
-    model: StagedClassifier, x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor,
-    lam: torch.Tensor, num_classes: int,
+    model: StagedClassifier,
+    x1: torch.Tensor,
+    y1: torch.Tensor,
+    x2: torch.Tensor,
+    y2: torch.Tensor,
+    lam: torch.Tensor,
+    num_classes: int,
 ) -> torch.Tensor:
     """L_cls summed over its rows (divide by 2 * len(x1) for the mean): soft cross-entropy over the
     mixes lam x1 + (1 - lam) x2 (input space, target lam e_y1 + (1 - lam) e_y2) and the x1
     originals (hard targets), per sample. One forward pass of [x1, mixes], as in the LADA port.
     Reaches pi through ``lam`` twice: in the mixes and in their targets."""
     logits = model(torch.cat([x1, mix(x1, x2, lam)]))
-    e1, e2 = F.one_hot(y1, num_classes).to(logits.dtype), F.one_hot(y2, num_classes).to(logits.dtype)
+    e1, e2 = (
+        F.one_hot(y1, num_classes).to(logits.dtype),
+        F.one_hot(y2, num_classes).to(logits.dtype),
+    )
     lam_col = lam[:, None].to(logits.dtype)
     targets = torch.cat([e1, lam_col * e1 + (1 - lam_col) * e2])
     return soft_cross_entropy(logits.float(), targets.float())
 
 
 def intrusion_loss(
-    model: StagedClassifier, discriminator: IntrusionDiscriminator, x1: torch.Tensor, x2: torch.Tensor,
-    unseen: torch.Tensor, lam: torch.Tensor,
+    model: StagedClassifier,
+    discriminator: IntrusionDiscriminator,
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    unseen: torch.Tensor,
+    lam: torch.Tensor,
 ) -> torch.Tensor:
     """L_intr: phi's 2-way cross-entropy on the classifier's embeddings, originals (the unseen
     ones and x1) labelled 1, the mixes labelled 0, averaged. One forward pass of [unseen, x1,
     mixes], as in the LADA port. Reaches pi through ``lam`` in the mixes."""
     embedding = model.embed(torch.cat([unseen, x1, mix(x1, x2, lam)]))
     is_original = torch.ones(embedding.shape[0], dtype=torch.long, device=x1.device)
-    is_original[-x1.shape[0]:] = 0
+    is_original[-x1.shape[0] :] = 0
     return F.cross_entropy(discriminator(embedding).float(), is_original)
 
 
@@ -178,7 +200,14 @@ class AdaMixup(Augment):
     ``intrusion_loss`` (L_intr), before their steps.
     """
 
-    metric_names = ("lambda_mean", "lambda_std", "region_a", "region_delta", "class_loss", "intrusion_loss")
+    metric_names = (
+        "lambda_mean",
+        "lambda_std",
+        "region_a",
+        "region_delta",
+        "class_loss",
+        "intrusion_loss",
+    )
 
     def __init__(self, lr: float = 1e-3):
         if not lr > 0:
@@ -186,13 +215,19 @@ class AdaMixup(Augment):
         self.lr = float(lr)
         self.policy: Optional[PolicyRegionGenerator] = None
         self.discriminator: Optional[IntrusionDiscriminator] = None
-        self.optimizer: Optional[torch.optim.Optimizer] = None  # the classifier's, once pi and phi joined it
-        self._adam_state: list[dict[str, Any]] = []  # pi's and phi's Adam state, until they join an optimizer
+        self.optimizer: Optional[torch.optim.Optimizer] = (
+            None  # the classifier's, once pi and phi joined it
+        )
+        self._adam_state: list[
+            dict[str, Any]
+        ] = []  # pi's and phi's Adam state, until they join an optimizer
         self._acquired: Optional[torch.Tensor] = None
         # On the device: steps, rows, sum lambda, sum lambda^2, sum a, sum delta, L_cls, L_intr.
         self._sums: Optional[torch.Tensor] = None
 
-    def _build(self, in_channels: int, image_size: int, embed_dim: int, num_classes: int, device) -> None:
+    def _build(
+        self, in_channels: int, image_size: int, embed_dim: int, num_classes: int, device
+    ) -> None:
         self.policy = PolicyRegionGenerator(in_channels, image_size).to(device)
         self.discriminator = IntrusionDiscriminator(embed_dim, num_classes).to(device)
         self.optimizer, self._adam_state = None, []
@@ -211,15 +246,22 @@ class AdaMixup(Augment):
         if optimizer is self.optimizer:
             return
         if not isinstance(optimizer, torch.optim.Adam):
-            raise ConfigError(f"AdaMixup shares the classifier's Adam optimizer, got {type(optimizer).__name__}")
+            raise ConfigError(
+                f"AdaMixup shares the classifier's Adam optimizer, got {type(optimizer).__name__}"
+            )
         params = self._aux_params()
-        if self.optimizer is not None:  # the loop made a new optimizer (protocol.reinit): pi and phi move over
+        if (
+            self.optimizer is not None
+        ):  # the loop made a new optimizer (protocol.reinit): pi and phi move over
             self._adam_state = [dict(self.optimizer.state.get(p, {})) for p in params]
         optimizer.add_param_group({"params": params, "lr": self.lr, _GROUP_KEY: True})
         for p, state in zip(params, self._adam_state):
-            if state:  # as Optimizer.load_state_dict casts: "step" as saved, the moments to the parameter
+            if (
+                state
+            ):  # as Optimizer.load_state_dict casts: "step" as saved, the moments to the parameter
                 optimizer.state[p] = {
-                    k: v if k == "step" else v.to(device=p.device, dtype=p.dtype) for k, v in state.items()
+                    k: v if k == "step" else v.to(device=p.device, dtype=p.dtype)
+                    for k, v in state.items()
                 }
         optimizer.register_state_dict_post_hook(_without_aux_group)
         self.optimizer, self._adam_state = optimizer, []
@@ -227,23 +269,40 @@ class AdaMixup(Augment):
     def _check_shapes(self, data, model: StagedClassifier) -> None:
         want = (data.in_channels, data.image_size, model.embed_dim, data.num_classes)
         policy, discriminator = self._networks()
-        have = (policy.in_channels, policy.image_size, discriminator.embed_dim, discriminator.num_classes)
+        have = (
+            policy.in_channels,
+            policy.image_size,
+            discriminator.embed_dim,
+            discriminator.num_classes,
+        )
         if want != have:
             raise ConfigError(
                 "AdaMixup's networks were built for {}x{s}x{s} images and a {}-d embedding with {} classes, but this "
                 "run has {}x{t}x{t} images, a {}-d embedding and {} classes; start it in a fresh run directory "
-                "(hydra.run.dir=...)".format(have[0], have[2], have[3], want[0], want[2], want[3], s=have[1], t=want[1])
+                "(hydra.run.dir=...)".format(
+                    have[0], have[2], have[3], want[0], want[2], want[3], s=have[1], t=want[1]
+                )
             )
 
-    def choose_query(self, acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
+    def choose_query(
+        self, acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+    ) -> torch.Tensor:
         if budget < 2:
-            raise ConfigError(f"AdaMixup mixes pairs of acquired points: protocol.query must be >= 2, got {budget}")
+            raise ConfigError(
+                f"AdaMixup mixes pairs of acquired points: protocol.query must be >= 2, got {budget}"
+            )
         return acquisition.select(ctx, candidates, budget)
 
     def begin_iteration(self, ctx: AcquisitionContext, acquired: torch.Tensor) -> None:
         data, model = ctx.data, ctx.model
         if self.policy is None:
-            self._build(data.in_channels, data.image_size, model.embed_dim, data.num_classes, data.x_train.device)
+            self._build(
+                data.in_channels,
+                data.image_size,
+                model.embed_dim,
+                data.num_classes,
+                data.x_train.device,
+            )
         self._check_shapes(data, model)
         self._acquired, self._data = acquired, data
         self._sums = torch.zeros(8, device=data.x_train.device)
@@ -289,7 +348,12 @@ class AdaMixup(Augment):
         cls_mean = cls_sum / (2 * half)
         pi = list(self.policy.parameters())
         pi_ids = {id(p) for p in pi}
-        rest = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad and id(p) not in pi_ids]
+        rest = [
+            p
+            for g in optimizer.param_groups
+            for p in g["params"]
+            if p.requires_grad and id(p) not in pi_ids
+        ]
         # d L_intr: None where it does not reach (the classifier's fc), so step 2 leaves those alone.
         *intr_grads, intr_lam = torch.autograd.grad(intrusion, rest + [lam_intr], allow_unused=True)
         intr_pi = torch.autograd.grad(lam, pi, intr_lam, retain_graph=True)
@@ -302,10 +366,18 @@ class AdaMixup(Augment):
         optimizer.step()  # 2. the step on L_intr: classifier trunk, phi and pi
         optimizer.zero_grad(set_to_none=True)
         lam = lam.detach()
-        self._sums += torch.stack([
-            torch.ones((), device=device), torch.full((), float(half), device=device), lam.sum(), (lam * lam).sum(),
-            region[:, 0].detach().mean(), region[:, 1].detach().mean(), cls_mean.detach(), intrusion.detach(),
-        ])
+        self._sums += torch.stack(
+            [
+                torch.ones((), device=device),
+                torch.full((), float(half), device=device),
+                lam.sum(),
+                (lam * lam).sum(),
+                region[:, 0].detach().mean(),
+                region[:, 1].detach().mean(),
+                cls_mean.detach(),
+                intrusion.detach(),
+            ]
+        )
         return cls_sum.detach(), 2 * half
 
     def metrics(self) -> dict[str, float]:
@@ -336,7 +408,12 @@ class AdaMixup(Augment):
         else:
             adam = self._adam_state
         return {
-            "shapes": (policy.in_channels, policy.image_size, discriminator.embed_dim, discriminator.num_classes),
+            "shapes": (
+                policy.in_channels,
+                policy.image_size,
+                discriminator.embed_dim,
+                discriminator.num_classes,
+            ),
             "policy": policy.state_dict(),
             "discriminator": discriminator.state_dict(),
             "adam_state": adam,  # pi's and phi's entries of the shared optimizer, in _aux_params order
@@ -356,7 +433,9 @@ class AdaMixup(Augment):
         policy, discriminator = self._networks()
         policy.load_state_dict(state["policy"])
         discriminator.load_state_dict(state["discriminator"])
-        self._adam_state = [dict(s) for s in state["adam_state"]]  # pi and phi join the optimizer at the next step
+        self._adam_state = [
+            dict(s) for s in state["adam_state"]
+        ]  # pi and phi join the optimizer at the next step
 
 
 def _set_grads(params: list[nn.Parameter], grads) -> None:
@@ -367,7 +446,9 @@ def _set_grads(params: list[nn.Parameter], grads) -> None:
 def _without_aux_group(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
     """Optimizer state_dict hook: drop pi's and phi's group and state (AdaMixup's checkpoint holds
     them), so the saved state loads into a fresh classifier optimizer."""
-    dropped = {i for group in state["param_groups"] if group.get(_GROUP_KEY) for i in group["params"]}
+    dropped = {
+        i for group in state["param_groups"] if group.get(_GROUP_KEY) for i in group["params"]
+    }
     return {
         "state": {k: v for k, v in state["state"].items() if k not in dropped},
         "param_groups": [g for g in state["param_groups"] if not g.get(_GROUP_KEY)],

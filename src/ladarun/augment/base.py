@@ -15,6 +15,7 @@ read once per iteration after training, so it may report on the training epochs;
 ``state_dict``/``load_state_dict`` carry whatever persists across iterations, so a run
 resumes exactly; ``aux_parameters`` is the Param column of Table 1.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
@@ -40,7 +41,11 @@ class Augment:
             )
 
     def choose_query(
-        self, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+        self,
+        acquisition: Acquisition,
+        ctx: AcquisitionContext,
+        candidates: torch.Tensor,
+        budget: int,
     ) -> torch.Tensor:
         """The ``budget`` dataset indices to label next, out of ``candidates``.
 

@@ -16,6 +16,7 @@ The reference also takes a C step on real and generated images inside this loop.
 frozen (eval mode) while the GAN trains, and it learns from L plus the synthetic set in the
 common protocol's training that follows ([D]; the loop owns the classifier's optimiser).
 """
+
 from __future__ import annotations
 
 import copy
@@ -74,19 +75,32 @@ class BGADL(Augment):
         recon_weight: float = 0.75,
     ) -> None:
         if not width > 0:
-            raise ConfigError(f"augment.width must be > 0 (1.0 = the reference BGADL networks), got {width}")
-        for key, value in (("latent_dim", latent_dim), ("encoder_hidden", encoder_hidden), ("gan_epochs", gan_epochs), ("batch_size", batch_size)):
+            raise ConfigError(
+                f"augment.width must be > 0 (1.0 = the reference BGADL networks), got {width}"
+            )
+        for key, value in (
+            ("latent_dim", latent_dim),
+            ("encoder_hidden", encoder_hidden),
+            ("gan_epochs", gan_epochs),
+            ("batch_size", batch_size),
+        ):
             if int(value) != value or value < 1:
                 raise ConfigError(f"augment.{key} must be a positive integer, got {value!r}")
         if not lr > 0:
             raise ConfigError(f"augment.lr must be > 0, got {lr}")
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"augment.betas must be two numbers in [0, 1), got {list(betas)}")
-        self.width, self.latent_dim, self.encoder_hidden = float(width), int(latent_dim), int(encoder_hidden)
+        self.width, self.latent_dim, self.encoder_hidden = (
+            float(width),
+            int(latent_dim),
+            int(encoder_hidden),
+        )
         self.gan_epochs, self.batch_size, self.lr = int(gan_epochs), int(batch_size), float(lr)
         self.betas = (float(betas[0]), float(betas[1]))
         self.recon_weight = float(recon_weight)
-        self.shape: Optional[tuple[int, int, int]] = None  # (channels, image size, classes) of the networks
+        self.shape: Optional[tuple[int, int, int]] = (
+            None  # (channels, image size, classes) of the networks
+        )
         self.encoder: Optional[Encoder] = None
         self.generator: Optional[Generator] = None
         self.discriminator: Optional[Discriminator] = None
@@ -102,17 +116,29 @@ class BGADL(Augment):
         channels, size, classes = shape
         check_image_size(size)
         self.shape = shape
-        self.encoder = encoder = Encoder(channels, size, self.latent_dim, self.encoder_hidden).to(device)
-        self.generator = generator = Generator(channels, size, classes, self.latent_dim, self.width).to(device)
+        self.encoder = encoder = Encoder(channels, size, self.latent_dim, self.encoder_hidden).to(
+            device
+        )
+        self.generator = generator = Generator(
+            channels, size, classes, self.latent_dim, self.width
+        ).to(device)
         self.discriminator = discriminator = Discriminator(channels, size, self.width).to(device)
         self.optimizers = {
             name: torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas)
-            for name, net in (("encoder", encoder), ("generator", generator), ("discriminator", discriminator))
+            for name, net in (
+                ("encoder", encoder),
+                ("generator", generator),
+                ("discriminator", discriminator),
+            )
         }
 
     def _networks(self) -> tuple[Encoder, Generator, Discriminator]:
         """E, G and D; only once built (``shape`` is set)."""
-        assert self.encoder is not None and self.generator is not None and self.discriminator is not None
+        assert (
+            self.encoder is not None
+            and self.generator is not None
+            and self.discriminator is not None
+        )
         return self.encoder, self.generator, self.discriminator
 
     def _nets(self) -> dict[str, torch.nn.Module]:
@@ -133,7 +159,9 @@ class BGADL(Augment):
 
     def aux_parameters(self) -> int:
         """E + G + D (Table 1's "13M" at width 1.0)."""
-        return 0 if self.shape is None else sum(count_parameters(net) for net in self._nets().values())
+        return (
+            0 if self.shape is None else sum(count_parameters(net) for net in self._nets().values())
+        )
 
     # --- the [0, 1] <-> normalised map ------------------------------------------------------
     def _unit_range(self, data: ActiveDataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,10 +172,14 @@ class BGADL(Augment):
         return self._range
 
     # --- acquisition ---------------------------------------------------------------------------
-    def choose_query(self, acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int) -> torch.Tensor:
+    def choose_query(
+        self, acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+    ) -> torch.Tensor:
         if budget < 2:
             # G's BatchNorm1d needs two samples in a batch to generate from the acquired points.
-            raise ConfigError(f"BGADL generates from the batch of acquired points: protocol.query must be >= 2, got {budget}")
+            raise ConfigError(
+                f"BGADL generates from the batch of acquired points: protocol.query must be >= 2, got {budget}"
+            )
         return acquisition.select(ctx, candidates, budget)
 
     def begin_iteration(self, ctx: AcquisitionContext, acquired: torch.Tensor) -> None:
@@ -158,7 +190,9 @@ class BGADL(Augment):
         with _FrozenEval(ctx.model):
             losses = self.train_gan(ctx.model, data, torch.cat([ctx.labeled, acquired]), lo, hi)
         with torch.no_grad():
-            x_new = self.generate(data.x_train[acquired], data.y_train[acquired], lo, hi).to(data.x_train.dtype)
+            x_new = self.generate(data.x_train[acquired], data.y_train[acquired], lo, hi).to(
+                data.x_train.dtype
+            )
         # One host sync for the iteration.
         ok = bool(torch.isfinite(losses).all() & torch.isfinite(x_new).all())
         n_before = 0 if self.synthetic_y is None else int(self.synthetic_y.numel())
@@ -178,10 +212,20 @@ class BGADL(Augment):
             self.synthetic_x = torch.cat([self.synthetic_x, x_new])
             self.synthetic_y = torch.cat([self.synthetic_y, y_new])
         enc, gen, disc = losses[-1].tolist()
-        self._metrics = {"enc_loss": enc, "gen_loss": gen, "disc_loss": disc, "n_synthetic": n_before + y_new.numel()}
+        self._metrics = {
+            "enc_loss": enc,
+            "gen_loss": gen,
+            "disc_loss": disc,
+            "n_synthetic": n_before + y_new.numel(),
+        }
 
     def train_gan(
-        self, classifier: torch.nn.Module, data: ActiveDataset, labeled: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+        self,
+        classifier: torch.nn.Module,
+        data: ActiveDataset,
+        labeled: torch.Tensor,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
     ) -> torch.Tensor:
         """``gan_epochs`` passes of the E, G and D steps over ``labeled``; returns (epochs, 3) mean losses.
 
@@ -195,7 +239,9 @@ class BGADL(Augment):
         device, n = labeled.device, labeled.numel()
         n_batches = math.ceil(n / self.batch_size)
         real, fake = torch.ones((), device=device), torch.zeros((), device=device)
-        bce = lambda logits, target: F.binary_cross_entropy_with_logits(logits.float(), target.expand(logits.shape[0]))  # noqa: E731
+        bce = lambda logits, target: F.binary_cross_entropy_with_logits(
+            logits.float(), target.expand(logits.shape[0])
+        )
         epochs = []
         for _ in range(self.gan_epochs):
             sums = torch.zeros(3, device=device)
@@ -223,7 +269,11 @@ class BGADL(Augment):
                 loss_g.backward()
                 opt["generator"].step()
                 # 3. D step: real against both kinds of generated images.
-                loss_d = bce(disc(x), real) + bce(disc(x_z.detach()), fake) + bce(disc(x_rec.detach()), fake)
+                loss_d = (
+                    bce(disc(x), real)
+                    + bce(disc(x_z.detach()), fake)
+                    + bce(disc(x_rec.detach()), fake)
+                )
                 opt["discriminator"].zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt["discriminator"].step()
@@ -231,7 +281,9 @@ class BGADL(Augment):
             epochs.append(sums / n_batches)
         return torch.stack(epochs)
 
-    def generate(self, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    def generate(
+        self, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+    ) -> torch.Tensor:
         """x' = G(z, y) with z ~ q(z | x) = E(x), for normalised ``x``; returns normalised images.
 
         E and G stay in train mode (batch statistics over the acquired points), the mode
@@ -267,7 +319,12 @@ class BGADL(Augment):
     def state_dict(self) -> dict[str, Any]:
         if self.shape is None:
             return {}
-        return {"shape": self.shape, **self._gan_state(), "synthetic_x": self.synthetic_x, "synthetic_y": self.synthetic_y}
+        return {
+            "shape": self.shape,
+            **self._gan_state(),
+            "synthetic_x": self.synthetic_x,
+            "synthetic_y": self.synthetic_y,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not state:

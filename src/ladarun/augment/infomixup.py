@@ -17,6 +17,7 @@ with tau fixed at 2.0 and no policy network.
 Everything the acquisition contributes goes through its ``pair_scorer`` (see
 acquisition/base.py), so LADA_EntMix, LADA_VarMix and LADA_VaalMix share this code.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,7 +64,9 @@ def draw_layer(layers: Sequence[int], generator: torch.Generator) -> int:
 
 
 @torch.no_grad()
-def cached_features(model: StagedClassifier, x: torch.Tensor, indices: torch.Tensor, k: int, batch: int) -> torch.Tensor:
+def cached_features(
+    model: StagedClassifier, x: torch.Tensor, indices: torch.Tensor, k: int, batch: int
+) -> torch.Tensor:
     """h^k of ``x[indices]`` in eval mode, computed once per iteration (docs/methods.md §9.3 step 2)."""
     return torch.cat([model.features(x[chunk], k) for chunk in indices.split(batch)])
 
@@ -86,8 +89,14 @@ class InfoMixup(Augment):
     ) -> None:
         self.layers = [int(k) for k in layers]
         if not self.layers or min(self.layers) < 0:
-            raise ConfigError(f"augment.layers must be a non-empty list of stage indices >= 0, got {list(layers)}")
-        for key, value in (("samples", samples), ("policy_epochs", policy_epochs), ("policy_batch_size", policy_batch_size)):
+            raise ConfigError(
+                f"augment.layers must be a non-empty list of stage indices >= 0, got {list(layers)}"
+            )
+        for key, value in (
+            ("samples", samples),
+            ("policy_epochs", policy_epochs),
+            ("policy_batch_size", policy_batch_size),
+        ):
             if int(value) != value or value < 1:
                 raise ConfigError(f"augment.{key} must be a positive integer, got {value!r}")
         if not policy_lr > 0:
@@ -106,10 +115,16 @@ class InfoMixup(Augment):
 
     # --- acquisition -----------------------------------------------------------------------
     def choose_query(
-        self, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+        self,
+        acquisition: Acquisition,
+        ctx: AcquisitionContext,
+        candidates: torch.Tensor,
+        budget: int,
     ) -> torch.Tensor:
         if budget % 2:
-            raise ConfigError(f"{type(self).__name__} labels pairs: protocol.query must be even, got {budget}")
+            raise ConfigError(
+                f"{type(self).__name__} labels pairs: protocol.query must be even, got {budget}"
+            )
         n_pairs = candidates.numel() // 2
         if n_pairs < budget // 2:
             raise ConfigError(
@@ -121,7 +136,9 @@ class InfoMixup(Augment):
         first, second = candidates[:n_pairs], candidates[n_pairs : 2 * n_pairs]
         model = ctx.model
         if max(self.layers) >= model.num_stages:
-            raise ConfigError(f"augment.layers={self.layers}: the model has stages 0..{model.num_stages - 1} to mix at")
+            raise ConfigError(
+                f"augment.layers={self.layers}: the model has stages 0..{model.num_stages - 1} to mix at"
+            )
         k = draw_layer(self.layers, ctx.generator)
         acquisition.prepare(ctx)
         with _FrozenEval(model):
@@ -153,7 +170,11 @@ class InfoMixup(Augment):
         return torch.cat(out)
 
     def pair_taus(
-        self, scorer: PairScorer, h_first: torch.Tensor, h_second: torch.Tensor, generator: torch.Generator
+        self,
+        scorer: PairScorer,
+        h_first: torch.Tensor,
+        h_second: torch.Tensor,
+        generator: torch.Generator,
     ) -> tuple[torch.Tensor, Optional[float]]:
         """tau* per pair from a freshly trained policy (docs/methods.md §9.3); also the final epoch's loss.
 
@@ -179,7 +200,9 @@ class InfoMixup(Augment):
                 # gradient; drop that pair's gradient rather than poison the whole step.
                 tau.register_hook(lambda g: torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
                 lam = beta(tau).rsample((self.samples,)).clamp(LAMBDA_EPS, 1 - LAMBDA_EPS)  # (N, B)
-                loss = -scorer.mixed(lam, rows).mean(0).sum()  # sum over the batch, mean over the N samples (Eq. 13)
+                loss = (
+                    -scorer.mixed(lam, rows).mean(0).sum()
+                )  # sum over the batch, mean over the N samples (Eq. 13)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -188,14 +211,19 @@ class InfoMixup(Augment):
             if not math.isfinite(epoch_loss):
                 log.warning(
                     "InfoMixup: the policy loss became non-finite in epoch %d; stopping the policy's training "
-                    "for this iteration and keeping the last finite tau.", epoch + 1,
+                    "for this iteration and keeping the last finite tau.",
+                    epoch + 1,
                 )
                 if best_tau is None:  # not one finite epoch: the policy as it stands
                     with torch.no_grad():
-                        best_tau = torch.cat([
-                            policy(torch.cat([h_first[r], h_second[r]], dim=1)).squeeze(1)
-                            for r in torch.arange(n_pairs, device=h_first.device).split(self.policy_batch_size)
-                        ])
+                        best_tau = torch.cat(
+                            [
+                                policy(torch.cat([h_first[r], h_second[r]], dim=1)).squeeze(1)
+                                for r in torch.arange(n_pairs, device=h_first.device).split(
+                                    self.policy_batch_size
+                                )
+                            ]
+                        )
                         best_tau = torch.nan_to_num(best_tau, nan=1.0)
                 break
             last_loss = epoch_loss
@@ -213,7 +241,16 @@ class InfoMixup(Augment):
             return None
         first, second, tau = self._selected
         lam = beta(tau).sample()  # resampled every epoch, no gradient to tau (§9.4)
-        return virtual_step(model, optimizer, self._data, first, second, lam, self._k, zero_grad=not self.faithful_quirks)
+        return virtual_step(
+            model,
+            optimizer,
+            self._data,
+            first,
+            second,
+            lam,
+            self._k,
+            zero_grad=not self.faithful_quirks,
+        )
 
     def metrics(self) -> dict[str, float]:
         return dict(self._metrics)
@@ -233,7 +270,13 @@ class FixedInfoMixup(InfoMixup):
 
     metric_names = ("mix_layer", "tau_mean", "virtual_score")
 
-    def __init__(self, tau: float = 2.0, layers: Sequence[int] = (1, 2), samples: int = 5, faithful_quirks: bool = False):
+    def __init__(
+        self,
+        tau: float = 2.0,
+        layers: Sequence[int] = (1, 2),
+        samples: int = 5,
+        faithful_quirks: bool = False,
+    ):
         super().__init__(layers=layers, samples=samples, faithful_quirks=faithful_quirks)
         if not tau > 0:
             raise ConfigError(f"augment.tau must be > 0, got {tau}")

@@ -16,6 +16,7 @@ set), so it gets no feedback from the acquisition.
 
 Scores go through the acquisition's ``score_inputs``, so any per-instance acquisition drives it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,14 +59,22 @@ class InfoSTN(Augment):
     needs_per_instance_score = True
     metric_names = ("theta_dist", "stn_loss", "virtual_score")
 
-    def __init__(self, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3, bound: Optional[float] = 0.25):
+    def __init__(
+        self,
+        epochs: int = 10,
+        batch_size: int = 100,
+        lr: float = 1e-3,
+        bound: Optional[float] = 0.25,
+    ):
         for key, value in (("epochs", epochs), ("batch_size", batch_size)):
             if int(value) != value or value < 1:
                 raise ConfigError(f"augment.{key} must be a positive integer, got {value!r}")
         if not lr > 0:
             raise ConfigError(f"augment.lr must be > 0, got {lr}")
         if bound is not None and not bound > 0:
-            raise ConfigError(f"augment.bound must be > 0 (or null for an unbounded STN), got {bound}")
+            raise ConfigError(
+                f"augment.bound must be > 0 (or null for an unbounded STN), got {bound}"
+            )
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.bound = None if bound is None else float(bound)
         # Per-iteration state: this iteration's STN (None when its training failed) and the
@@ -81,29 +90,44 @@ class InfoSTN(Augment):
         return candidates
 
     def stn_loss(
-        self, acquisition: Acquisition, ctx: AcquisitionContext, x_virtual: torch.Tensor, rows: torch.Tensor
+        self,
+        acquisition: Acquisition,
+        ctx: AcquisitionContext,
+        x_virtual: torch.Tensor,
+        rows: torch.Tensor,
     ) -> torch.Tensor:
         """Loss of one batch of transformed points: -mean alpha(T(x)), i.e. maximise the score."""
         return -acquisition.score_inputs(ctx, x_virtual).float().mean()
 
     # --- acquisition -----------------------------------------------------------------------
     def choose_query(
-        self, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
+        self,
+        acquisition: Acquisition,
+        ctx: AcquisitionContext,
+        candidates: torch.Tensor,
+        budget: int,
     ) -> torch.Tensor:
         data = ctx.data
         self._stn, self._acquired, self._metrics = None, None, {}
         self._shape = (data.in_channels, data.image_size)
-        stn = SpatialTransformer(data.in_channels, data.image_size, self.bound).to(data.x_train.device)
+        stn = SpatialTransformer(data.in_channels, data.image_size, self.bound).to(
+            data.x_train.device
+        )
         acquisition.prepare(ctx)
         with _FrozenEval(ctx.model):
             losses = self.train_stn(stn, acquisition, ctx, self.stn_inputs(ctx, candidates))
             base, virtual, dist = self.scores(stn, acquisition, ctx, candidates)
         # One host sync for the whole iteration: did every loss and score stay finite?
-        finite = bool(torch.isfinite(losses).all() & torch.isfinite(virtual).all() & torch.isfinite(dist).all())
+        finite = bool(
+            torch.isfinite(losses).all()
+            & torch.isfinite(virtual).all()
+            & torch.isfinite(dist).all()
+        )
         if not finite:
             log.warning(
                 "%s: the STN's loss or scores became non-finite; this iteration selects by the acquisition "
-                "score alone and trains without transformed points.", type(self).__name__,
+                "score alone and trains without transformed points.",
+                type(self).__name__,
             )
             return candidates[top_k(base, budget, ctx.generator)]
         rows = top_k(base + virtual, budget, ctx.generator)  # Eq. 7
@@ -116,7 +140,11 @@ class InfoSTN(Augment):
         return candidates[rows]
 
     def train_stn(
-        self, stn: SpatialTransformer, acquisition: Acquisition, ctx: AcquisitionContext, inputs: torch.Tensor
+        self,
+        stn: SpatialTransformer,
+        acquisition: Acquisition,
+        ctx: AcquisitionContext,
+        inputs: torch.Tensor,
     ) -> torch.Tensor:
         """Train ``stn`` in place and leave it at its best epoch's weights; returns the (epochs,) losses.
 
@@ -147,7 +175,11 @@ class InfoSTN(Augment):
 
     @torch.no_grad()
     def scores(
-        self, stn: SpatialTransformer, acquisition: Acquisition, ctx: AcquisitionContext, candidates: torch.Tensor
+        self,
+        stn: SpatialTransformer,
+        acquisition: Acquisition,
+        ctx: AcquisitionContext,
+        candidates: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """alpha(x), alpha(T(x)) and ||theta(x) - [I | 0]|| of every candidate, each (N,)."""
         base, virtual, dist = [], [], []

@@ -1,4 +1,5 @@
 """LADA's mixing primitive (docs/methods.md §7) and the one training step on virtual instances (Eq. 17-19)."""
+
 from __future__ import annotations
 
 import torch
@@ -26,7 +27,9 @@ def beta(tau: torch.Tensor) -> Beta:
 
 def mix(h_first: torch.Tensor, h_second: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """lam * h_first + (1 - lam) * h_second with a per-row ``lam`` of shape (B,) or (B, 1) (Eq. 12)."""
-    return torch.lerp(h_second, h_first, lam.reshape(-1, *([1] * (h_first.dim() - 1))).to(h_first.dtype))
+    return torch.lerp(
+        h_second, h_first, lam.reshape(-1, *([1] * (h_first.dim() - 1))).to(h_first.dtype)
+    )
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

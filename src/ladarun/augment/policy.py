@@ -1,4 +1,5 @@
 """The mixing-policy network pi_phi of InfoMixup, the official code's "lambdanet" (docs/methods.md §9.2)."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 The localisation net is the PyTorch STN tutorial's: conv7x7 -> 8, pool, ReLU, conv5x5 -> 10,
 pool, ReLU, 32, 6. On 1x28x28 it has 5,520 parameters, the paper's "STN 5K"; 8,544 on 3x32x32.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -38,7 +39,9 @@ class SpatialTransformer(nn.Module):
     def __init__(self, in_channels: int, image_size: int, bound: Optional[float] = 0.25):
         super().__init__()
         if bound is not None and not bound > 0:
-            raise ConfigError(f"augment.bound must be > 0 (or null for an unbounded STN), got {bound}")
+            raise ConfigError(
+                f"augment.bound must be > 0 (or null for an unbounded STN), got {bound}"
+            )
         self.in_channels, self.image_size = int(in_channels), int(image_size)
         self.bound = None if bound is None else float(bound)
         side = _pooled_side(_pooled_side(image_size, 7, 0), 5, 0)
@@ -67,7 +70,9 @@ class SpatialTransformer(nn.Module):
                 self.theta_head.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
         else:
             nn.init.zeros_(self.theta_head.bias)
-        self.register_buffer("identity", torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), persistent=False)
+        self.register_buffer(
+            "identity", torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), persistent=False
+        )
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, 3) affine matrices, float32 even under autocast."""
@@ -76,7 +81,9 @@ class SpatialTransformer(nn.Module):
 
     def transform(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+        return F.grid_sample(
+            x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.transform(x, self.theta(x))

@@ -10,6 +10,7 @@ On 1x28x28 with 10 classes and 64-d latents: E 460,736 + G 6,652,481 + D 6,559,1
 13,672,386 parameters at width 1.0 (the reference, 100-d latents and the bottleneck: 13.59M,
 the paper's "13M"); 3,789,762 at width 0.5.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,9 +38,13 @@ class Encoder(nn.Module):
     def __init__(self, in_channels: int, image_size: int, latent_dim: int = 64, hidden: int = 256):
         super().__init__()
         self.trunk = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 4, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(in_channels, 64, 4, stride=2, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 4, stride=2, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+            nn.Conv2d(64, 128, 4, stride=2, padding=1),
+            nn.BatchNorm2d(128),
+            nn.ReLU(),
             nn.Flatten(),
         )
         side = ((image_size // 2) // 2) // 2  # 28 -> 14 -> 7 -> 3; 32 -> 4; 8 -> 1
@@ -54,18 +59,32 @@ class Encoder(nn.Module):
 class Generator(nn.Module):
     """[z; onehot(y)] -> image in [0, 1]: FC, FC to a (side/4)^2 map, two stride-2 deconvolutions."""
 
-    def __init__(self, in_channels: int, image_size: int, num_classes: int, latent_dim: int = 64, width: float = 0.5):
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        latent_dim: int = 64,
+        width: float = 0.5,
+    ):
         super().__init__()
         self.num_classes = num_classes
         fc, c1, c2 = _width(1024, width), _width(128, width), _width(64, width)
         self.c1, self.side = c1, image_size // 4
         self.fc = nn.Sequential(
-            nn.Linear(latent_dim + num_classes, fc), nn.BatchNorm1d(fc), nn.ReLU(),
-            nn.Linear(fc, c1 * self.side * self.side), nn.BatchNorm1d(c1 * self.side * self.side), nn.ReLU(),
+            nn.Linear(latent_dim + num_classes, fc),
+            nn.BatchNorm1d(fc),
+            nn.ReLU(),
+            nn.Linear(fc, c1 * self.side * self.side),
+            nn.BatchNorm1d(c1 * self.side * self.side),
+            nn.ReLU(),
         )
         self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),
-            nn.ConvTranspose2d(c2, in_channels, 4, stride=2, padding=1), nn.Sigmoid(),
+            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(c2, in_channels, 4, stride=2, padding=1),
+            nn.Sigmoid(),
         )
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -82,10 +101,15 @@ class Discriminator(nn.Module):
         c1, c2, fc = _width(64, width), _width(128, width), _width(1024, width)
         side = image_size // 4
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.BatchNorm2d(c2), nn.LeakyReLU(0.2),
+            nn.Conv2d(in_channels, c1, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1),
+            nn.BatchNorm2d(c2),
+            nn.LeakyReLU(0.2),
             nn.Flatten(),
-            nn.Linear(c2 * side * side, fc), nn.BatchNorm1d(fc), nn.LeakyReLU(0.2),
+            nn.Linear(c2 * side * side, fc),
+            nn.BatchNorm1d(fc),
+            nn.LeakyReLU(0.2),
             nn.Linear(fc, 1),
         )
 

@@ -1,4 +1,5 @@
 """Dataset sources: each turns a config into an :class:`ActiveDataset` of device tensors."""
+
 from ladarun.data.base import ActiveDataset, BatchTransform
 from ladarun.data.digits import DigitsSource
 from ladarun.data.synthetic import SyntheticSource

@@ -1,4 +1,5 @@
 """The in-memory form every dataset takes: whole splits as tensors on the device."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """A tiny deterministic dataset that a small CNN can learn in seconds, for tests."""
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,11 @@ class SyntheticSource:
             )
         self.name = name
         self.n_train, self.n_test = int(n_train), int(n_test)
-        self.num_classes, self.channels, self.image_size = int(num_classes), int(channels), int(image_size)
+        self.num_classes, self.channels, self.image_size = (
+            int(num_classes),
+            int(channels),
+            int(image_size),
+        )
         self.seed = int(seed)
 
     def load(self, data_dir: Union[str, os.PathLike, None], device: torch.device) -> ActiveDataset:

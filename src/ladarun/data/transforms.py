@@ -1,4 +1,5 @@
 """Batched, on-device training augmentation."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Whole splits are turned into normalised device tensors straight from the datasets'
 ``.data`` arrays; nothing goes through ``__getitem__``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -76,9 +77,13 @@ class _TorchvisionSource:
 
     def _per_channel(self, key: str, value: Floats) -> tuple[float, ...]:
         # Accepts a scalar or a list (an OmegaConf ListConfig when built by Hydra).
-        values = (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+        values = (
+            (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+        )
         if len(values) not in (1, self.channels):
-            raise ConfigError(f"dataset {self.name}: {key} needs 1 or {self.channels} values, got {list(values)}")
+            raise ConfigError(
+                f"dataset {self.name}: {key} needs 1 or {self.channels} values, got {list(values)}"
+            )
         if key == "std" and min(values) <= 0:
             raise ConfigError(f"dataset {self.name}: std must be positive, got {list(values)}")
         return values
@@ -147,7 +152,9 @@ class _TorchvisionSource:
                 socket.setdefaulttimeout(previous)
         expected = ", ".join(self._expected_files())
         subfolder = folder.relative_to(root)
-        inside = "" if subfolder == Path(".") else f" (files go in <data_dir>/{subfolder.as_posix()}/)"
+        inside = (
+            "" if subfolder == Path(".") else f" (files go in <data_dir>/{subfolder.as_posix()}/)"
+        )
         raise DataNotFoundError(
             f"{self.title} data not found: {folder} should contain {expected} ({reason}). "
             f"Put the files there, or set data_dir=... or the LADARUN_DATA environment variable "
@@ -156,11 +163,17 @@ class _TorchvisionSource:
         ) from None
 
     def _warn_on_checksums(self, folder: Path) -> None:
-        wrong = [f for f, md5 in self._expected_files().items() if md5 and not check_integrity(folder / f, md5)]
+        wrong = [
+            f
+            for f, md5 in self._expected_files().items()
+            if md5 and not check_integrity(folder / f, md5)
+        ]
         if wrong:
             log.warning(
                 "%s files in %s do not match torchvision's checksums (%s); loading them anyway.",
-                self.title, folder, ", ".join(wrong),
+                self.title,
+                folder,
+                ", ".join(wrong),
             )
 
 
@@ -191,7 +204,9 @@ class FashionMNISTSource(_TorchvisionSource):
         self.augment, self.crop_padding = bool(augment), int(crop_padding)
 
     def _train_transform(self) -> Optional[BatchTransform]:
-        return functools.partial(random_crop_flip, padding=self.crop_padding) if self.augment else None
+        return (
+            functools.partial(random_crop_flip, padding=self.crop_padding) if self.augment else None
+        )
 
     def _folder(self, root: Path) -> Path:
         return root / "FashionMNIST" / "raw"

@@ -1,4 +1,5 @@
 """Classifiers exposing ``features(x, k)``, ``forward_from(h, k)`` and ``embed(x)``."""
+
 from .cnn import cnn
 from .resnet import resnet18
 from .staged import StagedClassifier

@@ -1,4 +1,5 @@
 """A small CNN with ResNet-18's stage interface, for CPU work."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -49,5 +50,9 @@ def cnn(
         if side is not None and stride == 2:
             side = (side + 1) // 2  # a 3x3 stride-2 convolution with padding 1
     return StagedClassifier(
-        layers, embed_dim=cout * int(pool_grid) ** 2, num_classes=num_classes, dropout=dropout, pool_grid=pool_grid
+        layers,
+        embed_dim=cout * int(pool_grid) ** 2,
+        num_classes=num_classes,
+        dropout=dropout,
+        pool_grid=pool_grid,
     )

@@ -3,6 +3,7 @@
 Stage indexing follows the official LADA code (docs/methods.md §2): ``k = 0`` is the input,
 ``k = 1`` the output of the stem, ``k = 2`` the output of the first block group, and so on.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -20,7 +21,12 @@ class StagedClassifier(nn.Module):
     """
 
     def __init__(
-        self, stages: Sequence[nn.Module], embed_dim: int, num_classes: int, dropout: float = 0.0, pool_grid: int = 1
+        self,
+        stages: Sequence[nn.Module],
+        embed_dim: int,
+        num_classes: int,
+        dropout: float = 0.0,
+        pool_grid: int = 1,
     ):
         super().__init__()
         if not 0.0 <= dropout < 1.0:

@@ -15,6 +15,7 @@
 Every usable run counts, finished or not (a curve's mean at a point is over the seeds that
 reached it); runs are grouped exactly as in ``ladarun-table``. Only the figures are written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
 
-from .table import DATASET_LABELS, AggregateError, aggregate
 from .rows import GROUPS, OTHER_GROUP, position
+from .table import DATASET_LABELS, AggregateError, aggregate
 
 VIRTUAL_SCORE = "virtual_score"
 REFERENCE = "random"  # the Table 1 row drawn in every accuracy panel as the reference curve
@@ -47,7 +48,7 @@ def _legend(label: str) -> str:
     if not m:
         return label
     tex = rf"LADA$_{{\mathrm{{{m.group(1)}}}}}" + (r"^{\mathrm{fixed}}" if m.group(2) else "") + "$"
-    return tex + label[len(m.group(0)):]
+    return tex + label[len(m.group(0)) :]
 
 
 def _entry(label: str, seeds: int) -> str:
@@ -56,7 +57,10 @@ def _entry(label: str, seeds: int) -> str:
 
 def _by_row(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The runs grouped by table label, in Table 1's row order (a row's ablations after it)."""
-    return sorted(runs.groupby("label"), key=lambda kv: (position(kv[1]["row"].iloc[0]), bool(kv[1]["is_variant"].iloc[0]), kv[0]))
+    return sorted(
+        runs.groupby("label"),
+        key=lambda kv: (position(kv[1]["row"].iloc[0]), bool(kv[1]["is_variant"].iloc[0]), kv[0]),
+    )
 
 
 def _mean_std(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
@@ -68,7 +72,9 @@ def _mean_std(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
 # Distinct colours within a panel (a Table 1 group has at most 7 rows besides Random); the
 # virtual-score figure uses the same cycle. Black is kept for the Random reference.
 # tab10 is a ListedColormap whose .colors are RGB tuples (the stubs type it as any Colormap / ArrayLike).
-_TAB10 = cast(Sequence[tuple[float, float, float]], cast(ListedColormap, matplotlib.colormaps["tab10"]).colors)
+_TAB10 = cast(
+    Sequence[tuple[float, float, float]], cast(ListedColormap, matplotlib.colormaps["tab10"]).colors
+)
 COLORS = [c for i, c in enumerate(_TAB10) if i != 7]  # tab10 without its grey
 
 
@@ -77,8 +83,14 @@ def _plot(ax, stats: pd.DataFrame, x: str, label: str, index: int = 0, **style) 
     (line,) = ax.plot(stats[x], stats["mean"], label=label, **style)
     band = stats.dropna(subset=["std"])
     if len(band):
-        ax.fill_between(band[x], band["mean"] - band["std"], band["mean"] + band["std"], color=line.get_color(),
-                        alpha=0.12, linewidth=0)
+        ax.fill_between(
+            band[x],
+            band["mean"] - band["std"],
+            band["mean"] + band["std"],
+            color=line.get_color(),
+            alpha=0.12,
+            linewidth=0,
+        )
 
 
 def _save(fig: Figure, path: Path) -> list[Path]:
@@ -87,13 +99,17 @@ def _save(fig: Figure, path: Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     pdf = path.with_suffix(".pdf")
-    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})  # no date: reruns give the same file
+    fig.savefig(
+        pdf, bbox_inches="tight", metadata={"CreationDate": None}
+    )  # no date: reruns give the same file
     return [path, pdf]
 
 
 def _panels(part: pd.DataFrame) -> list[str]:
     """The groups with rows to draw, in Table 1's order (Random alone makes no panel)."""
-    present = set(part.loc[part["row"] != REFERENCE, "group"]) | ({"Baselines"} if (part["row"] == REFERENCE).all() else set())
+    present = set(part.loc[part["row"] != REFERENCE, "group"]) | (
+        {"Baselines"} if (part["row"] == REFERENCE).all() else set()
+    )
     return [g for g in GROUPS + (OTHER_GROUP,) if g in present]
 
 
@@ -105,7 +121,11 @@ def accuracy_figure(part: pd.DataFrame, title: str) -> Figure:
     fig = Figure(figsize=(5.6 * cols, 4.2 * nrows))
     axes = fig.subplots(nrows, cols, sharey=True, squeeze=False).ravel()
     reference = part[(part["row"] == REFERENCE) & ~part["is_variant"]]
-    ref_stats = _mean_std([r.metrics for r in reference["run"]], "n_labeled", "test_acc") if len(reference) else None
+    ref_stats = (
+        _mean_std([r.metrics for r in reference["run"]], "n_labeled", "test_acc")
+        if len(reference)
+        else None
+    )
     for ax, group in zip(axes, groups):
         if ref_stats is not None:
             _plot(ax, ref_stats, "n_labeled", _entry("Random", len(reference)), **REFERENCE_STYLE)
@@ -113,22 +133,28 @@ def accuracy_figure(part: pd.DataFrame, title: str) -> Figure:
         colors: dict[str, int] = {}
         for label, cell in _by_row(rows):
             row = cell["row"].iloc[0]
-            index = colors.setdefault(row, len(colors)) if not cell["is_variant"].iloc[0] else colors.get(row, len(colors))
+            index = (
+                colors.setdefault(row, len(colors))
+                if not cell["is_variant"].iloc[0]
+                else colors.get(row, len(colors))
+            )
             stats = _mean_std([r.metrics for r in cell["run"]], "n_labeled", "test_acc")
             style = {"linestyle": ":", "linewidth": 1.8} if cell["is_variant"].iloc[0] else {}
             _plot(ax, stats, "n_labeled", _entry(label, len(cell)), index, **style)
         ax.set(title=group, xlabel="number of labeled examples")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="lower right")
-    for ax in axes[:: cols]:
+    for ax in axes[::cols]:
         ax.set_ylabel("test accuracy (%)")
-    for ax in axes[len(groups):]:
+    for ax in axes[len(groups) :]:
         ax.set_visible(False)
     fig.suptitle(title)
     return fig
 
 
-def write_figures(root: Path | str, out: Optional[Path | str] = None, ablations: bool = False) -> list[Path]:
+def write_figures(
+    root: Path | str, out: Optional[Path | str] = None, ablations: bool = False
+) -> list[Path]:
     """Write every figure the runs under ``root`` allow; returns the paths (each PNG, then its PDF)."""
     root = Path(root)
     out = Path(out) if out is not None else root / "figures"
@@ -141,20 +167,38 @@ def write_figures(root: Path | str, out: Optional[Path | str] = None, ablations:
 
         shown = part if ablations else part[~part["is_variant"]]
         if len(shown):
-            fig = accuracy_figure(shown, f"{name}: test accuracy over acquisition ({agg.sections[sid]})")
+            fig = accuracy_figure(
+                shown, f"{name}: test accuracy over acquisition ({agg.sections[sid]})"
+            )
             written += _save(fig, folder / f"{dataset}_accuracy.png")
 
-        scored = part[[VIRTUAL_SCORE in r.metrics and r.metrics[VIRTUAL_SCORE].notna().any() for r in part["run"]]]
+        scored = part[
+            [
+                VIRTUAL_SCORE in r.metrics and r.metrics[VIRTUAL_SCORE].notna().any()
+                for r in part["run"]
+            ]
+        ]
         for acquisition, runs in scored.groupby(scored["run"].map(lambda r: r.row.acquisition)):
             fig = Figure(figsize=(6.4, 4.4))
             ax = fig.add_subplot()
             for i, (label, cell) in enumerate(_by_row(runs)):
                 frames = [r.metrics[r.metrics["iteration"] >= 1] for r in cell["run"]]
-                style = ":" if cell["is_variant"].iloc[0] else "-" if label.startswith("LADA") else "--"
-                _plot(ax, _mean_std(frames, "iteration", VIRTUAL_SCORE), "iteration", _entry(label, len(cell)), i,
-                      linestyle=style)
-            ax.set(xlabel="acquisition iteration", ylabel=f"{VIRTUAL_SCORE} (acquisition score of virtual instances)",
-                   title=f"{name}, {acquisition}: virtual instances ({agg.sections[sid]})")
+                style = (
+                    ":" if cell["is_variant"].iloc[0] else "-" if label.startswith("LADA") else "--"
+                )
+                _plot(
+                    ax,
+                    _mean_std(frames, "iteration", VIRTUAL_SCORE),
+                    "iteration",
+                    _entry(label, len(cell)),
+                    i,
+                    linestyle=style,
+                )
+            ax.set(
+                xlabel="acquisition iteration",
+                ylabel=f"{VIRTUAL_SCORE} (acquisition score of virtual instances)",
+                title=f"{name}, {acquisition}: virtual instances ({agg.sections[sid]})",
+            )
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
             written += _save(fig, folder / f"{dataset}_{acquisition}_virtual_score.png")
@@ -167,10 +211,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Write the paper's Figure 3 (accuracy vs labels, one panel per Table 1 group) and Figure 6a "
         "(virtual-instance score) as PNG and PDF.",
     )
-    parser.add_argument("runs_dir", nargs="?", default="outputs", help="folder searched for runs (default: outputs)")
-    parser.add_argument("--out", default=None, help="where the figures go (default: RUNS_DIR/figures)")
-    parser.add_argument("--ablations", action="store_true",
-                        help="also draw ablations (rows run with a non-default setting) in the accuracy figure, dotted")
+    parser.add_argument(
+        "runs_dir", nargs="?", default="outputs", help="folder searched for runs (default: outputs)"
+    )
+    parser.add_argument(
+        "--out", default=None, help="where the figures go (default: RUNS_DIR/figures)"
+    )
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also draw ablations (rows run with a non-default setting) in the accuracy figure, dotted",
+    )
     args = parser.parse_args(argv)
     try:
         written = write_figures(args.runs_dir, args.out, ablations=args.ablations)

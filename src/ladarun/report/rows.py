@@ -7,6 +7,7 @@ are the paper's own). ``conf/method/<key>.yaml`` says which acquisition and augm
 runs (the ``method=`` option); the sweep presets run every file of ``conf/method/``
 (``method: glob(*)``). The aggregator names and orders table rows from here.
 """
+
 from __future__ import annotations
 
 import csv
@@ -70,9 +71,11 @@ def method_pair(key: str) -> tuple[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"Table 1 row {key!r} has no method config; add {path}")
     choices = {}
-    method = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(path)))  # a method config is a mapping
+    method = cast(
+        dict[str, Any], OmegaConf.to_container(OmegaConf.load(path))
+    )  # a method config is a mapping
     for entry in method.get("defaults", []):
-        for option, value in (entry.items() if isinstance(entry, dict) else ()):
+        for option, value in entry.items() if isinstance(entry, dict) else ():
             choices[option.removeprefix("override ").strip("/")] = value
     return choices["acquisition"], choices["augment"]
 

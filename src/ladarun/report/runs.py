@@ -6,6 +6,7 @@ seed) comes from its config, never from the folder's name. Nothing here raises o
 run: a run that cannot be used carries a ``problem`` saying why and how to fix it, so the
 table lists it instead of silently dropping it (or failing for everyone).
 """
+
 from __future__ import annotations
 
 import json
@@ -83,7 +84,11 @@ class Run:
         The acquisition and augment names make the row; their other settings are details, so an
         ablation such as ``augment.tau_activation=softplus`` is its own variant of the row.
         """
-        details = {k: v for k, v in self.config.items() if k not in NOT_SETTING | {"acquisition", "augment", "dataset"}}
+        details = {
+            k: v
+            for k, v in self.config.items()
+            if k not in NOT_SETTING | {"acquisition", "augment", "dataset"}
+        }
         for group in ("acquisition", "augment"):
             settings = {k: v for k, v in (self.config.get(group) or {}).items() if k != "name"}
             if settings:
@@ -99,7 +104,9 @@ class Run:
             return {}, {}
         unresolved = Run(self.path, config=config).details
         try:
-            resolved_config = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.create(config), resolve=True))
+            resolved_config = cast(
+                dict[str, Any], OmegaConf.to_container(OmegaConf.create(config), resolve=True)
+            )
             resolved = Run(self.path, config=resolved_config).details
         except OmegaConfBaseException:
             resolved = unresolved
@@ -182,7 +189,9 @@ def default_config(config: dict[str, Any]) -> dict[str, Any]:
         out[group] = dict(_conf_file(f"{group}/{name}.yaml") or {"name": name})
     shape = {"protocol": _conf_file("protocol_defaults.yaml") or {}}
     preset = _conf_file(f"protocol/{(config.get('protocol') or {}).get('name')}.yaml") or {}
-    return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.merge(out, shape, preset), resolve=False))
+    return cast(
+        dict[str, Any], OmegaConf.to_container(OmegaConf.merge(out, shape, preset), resolve=False)
+    )
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -211,7 +220,9 @@ def _read_config(path: Path, summary: Optional[dict]) -> dict[str, Any]:
     """The run's config: Hydra's .hydra/config.yaml, else the copies ladarun writes itself."""
     hydra_config = path / ".hydra" / "config.yaml"
     if hydra_config.is_file():
-        config = OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=False)  # data_dir may be ${oc.env:...}
+        config = OmegaConf.to_container(
+            OmegaConf.load(hydra_config), resolve=False
+        )  # data_dir may be ${oc.env:...}
         if not isinstance(config, dict):
             raise ValueError(".hydra/config.yaml is not a mapping")
         return cast(dict[str, Any], config)  # YAML mapping keys are strings
@@ -257,7 +268,9 @@ def load_run(path: Path) -> Run:
     try:
         run.config = _read_config(path, run.summary)
     except (YAMLError, OmegaConfBaseException, ValueError, json.JSONDecodeError) as err:
-        run.problem = f"its config is unreadable ({err}); delete {path} or restore .hydra/config.yaml"
+        run.problem = (
+            f"its config is unreadable ({err}); delete {path} or restore .hydra/config.yaml"
+        )
         return run
     if not run.config:
         run.problem = (
@@ -284,7 +297,11 @@ def load_run(path: Path) -> Run:
     if run.summary is not None:
         expected = int(run.protocol.get("iterations", run.summary.get("iterations", -1)))
         if run.metrics is None or run.iterations_done != expected:
-            got = "no metrics.csv" if run.metrics is None else f"metrics.csv ends at iteration {run.iterations_done}"
+            got = (
+                "no metrics.csv"
+                if run.metrics is None
+                else f"metrics.csv ends at iteration {run.iterations_done}"
+            )
             run.problem = (
                 f"finished (summary.json) but {got}, expected {expected}; restore metrics.csv, "
                 f"or delete {path} and rerun the same command"

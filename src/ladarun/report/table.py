@@ -14,6 +14,7 @@ ablation section that never takes the bold. Bold marks come from a one-sided Wel
 the per-seed values (:func:`bold_rows`). Runs that are unfinished, failed or unusable are listed
 with what to do about them. The command only reads runs; it writes table1.{md,csv,tex}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,16 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 from scipy.stats import ttest_ind
 
-from .runs import Run, find_run_dirs, flatten, load_run
 from .rows import DATASETS, GROUPS, OTHER_GROUP, position, rows
+from .runs import Run, find_run_dirs, flatten, load_run
 
-DATASET_LABELS = {"fashion": "Fashion", "svhn": "SVHN", "cifar10": "CIFAR-10", "digits": "Digits", "synthetic": "Synthetic"}
+DATASET_LABELS = {
+    "fashion": "Fashion",
+    "svhn": "SVHN",
+    "cifar10": "CIFAR-10",
+    "digits": "Digits",
+    "synthetic": "Synthetic",
+}
 ALPHA = 0.05  # significance level of the bold rule's one-sided Welch t-test
 METRICS = (("best", "Best"), ("final", "Final"), ("area", "Area"))  # (column prefix, heading)
 BOLD_RULE = (
@@ -71,10 +78,14 @@ class AggregateError(Exception):
 class Aggregate:
     cells: pd.DataFrame  # one row per (section, dataset, row, variant)
     runs: list[Run]  # every run found, usable or not
-    table: pd.DataFrame  # one row per usable run: run, section, dataset, row, label, is_variant, ...
+    table: (
+        pd.DataFrame
+    )  # one row per usable run: run, section, dataset, row, label, is_variant, ...
     sections: dict[str, str]  # section id -> heading
     notes: list[str] = field(default_factory=list)
-    mismatches: list[str] = field(default_factory=list)  # groups whose rows have different seed counts
+    mismatches: list[str] = field(
+        default_factory=list
+    )  # groups whose rows have different seed counts
 
     @property
     def not_finished(self) -> list[Run]:
@@ -87,7 +98,11 @@ def _variant_labels(settings: dict[str, dict]) -> dict[str, str]:
         return {k: "" for k in settings}
     flat = {k: flatten(v) for k, v in settings.items()}
     keys = sorted(set().union(*flat.values()))
-    differing = [key for key in keys if len({json.dumps(f.get(key), sort_keys=True) for f in flat.values()}) > 1]
+    differing = [
+        key
+        for key in keys
+        if len({json.dumps(f.get(key), sort_keys=True) for f in flat.values()}) > 1
+    ]
     return {k: ", ".join(f"{key}={f.get(key)}" for key in differing) for k, f in flat.items()}
 
 
@@ -108,7 +123,9 @@ def _normalized(run: Run) -> dict[str, Any]:
     return out
 
 
-def _variants(settings: dict[str, dict[str, Any]], defaults: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+def _variants(
+    settings: dict[str, dict[str, Any]], defaults: dict[str, Any]
+) -> dict[str, tuple[str, bool]]:
     """(label suffix, is an ablation) of each of a cell's settings (flat details).
 
     One setting: the row itself, whatever its values. Several: the keys in which they differ; the
@@ -122,8 +139,10 @@ def _variants(settings: dict[str, dict[str, Any]], defaults: dict[str, Any]) -> 
     out = {}
     for k, f in settings.items():
         changed = [
-            key for key in differing
-            if (key in f or key in defaults) and not (key in defaults and key in f and _key(f[key]) == _key(defaults[key]))
+            key
+            for key in differing
+            if (key in f or key in defaults)
+            and not (key in defaults and key in f and _key(f[key]) == _key(defaults[key]))
         ]
         out[k] = (", ".join(f"{key}={f.get(key)}" for key in changed), bool(changed))
     return out
@@ -138,7 +157,9 @@ def _measured(value: Optional[float]) -> float:
 
 def _per_run(runs: Sequence[Run], column: str) -> float:
     """Mean of a metrics.csv column over iterations >= 1, pooled over runs (iteration 0 is the initial training)."""
-    values = pd.concat([r.metrics.loc[r.metrics["iteration"] >= 1, column] for r in runs if r.metrics is not None])
+    values = pd.concat(
+        [r.metrics.loc[r.metrics["iteration"] >= 1, column] for r in runs if r.metrics is not None]
+    )
     return float(values.mean()) if len(values) else math.nan
 
 
@@ -152,10 +173,15 @@ def _acquire_s(runs: Sequence[Run]) -> float:
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     s = pd.Series(list(values), dtype=float)
-    return (float(s.mean()) if len(s) else math.nan, float(s.std(ddof=1)) if len(s) > 1 else math.nan)
+    return (
+        float(s.mean()) if len(s) else math.nan,
+        float(s.std(ddof=1)) if len(s) > 1 else math.nan,
+    )
 
 
-def significantly_worse(best: Sequence[float], other: Sequence[float], alpha: float = ALPHA) -> bool:
+def significantly_worse(
+    best: Sequence[float], other: Sequence[float], alpha: float = ALPHA
+) -> bool:
     """Whether ``other`` is below ``best`` by more than the seed noise: a one-sided Welch t-test
     (scipy.stats.ttest_ind, equal_var=False, alternative="greater") at p < ``alpha``. Fewer than two
     values on either side (no variance to test) is never significant."""
@@ -163,7 +189,9 @@ def significantly_worse(best: Sequence[float], other: Sequence[float], alpha: fl
         return False
     if len(set(best)) == 1 and len(set(other)) == 1:  # no noise at all: any difference is beyond it
         return best[0] > other[0]
-    with warnings.catch_warnings():  # scipy warns of precision loss when values are nearly identical
+    with (
+        warnings.catch_warnings()
+    ):  # scipy warns of precision loss when values are nearly identical
         warnings.simplefilter("ignore", RuntimeWarning)
         p = ttest_ind(list(best), list(other), equal_var=False, alternative="greater").pvalue
     return bool(p < alpha)  # a NaN p is not significant
@@ -182,14 +210,19 @@ def bold_rows(samples: Sequence[Sequence[float]], alpha: float = ALPHA) -> list[
     best = samples[order[0]]
     if significantly_worse(best, samples[order[1]], alpha):
         return [i == order[0] for i in range(len(samples))]
-    return [i == order[0] or not significantly_worse(best, samples[i], alpha) for i in range(len(samples))]
+    return [
+        i == order[0] or not significantly_worse(best, samples[i], alpha)
+        for i in range(len(samples))
+    ]
 
 
 def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
     """Read every run under ``root`` and build the Table 1 cells (reads only; writes nothing)."""
     root = Path(root)
     if not root.is_dir():
-        raise AggregateError(f"{root} is not a folder; pass the folder that holds the runs (e.g. outputs/)")
+        raise AggregateError(
+            f"{root} is not a folder; pass the folder that holds the runs (e.g. outputs/)"
+        )
     runs = [load_run(p) for p in find_run_dirs(root)]
     if not runs:
         raise AggregateError(
@@ -226,12 +259,17 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
     )
     cells = []
     if len(table):
-        for (sid, dataset, row_key), cell in table.groupby(["section", "dataset", "row"], sort=False):
+        for (sid, dataset, row_key), cell in table.groupby(
+            ["section", "dataset", "row"], sort=False
+        ):
             first = cell["run"].iloc[0]
-            variants = _variants({d: json.loads(d) for d in cell["details"].unique()}, first.default_details[0])
+            variants = _variants(
+                {d: json.loads(d) for d in cell["details"].unique()}, first.default_details[0]
+            )
             if len(variants) > 1 and all(v for _, v in variants.values()):
                 notes.append(
-                    f"{first.row.label} on {dataset} ({sections[sid]}) has runs under {len(variants)} settings, none of "
+                    f"{first.row.label} on {dataset} ({sections[sid]}) has runs under "
+                    f"{len(variants)} settings, none of "
                     "them the package default (conf/): all are listed as ablations."
                 )
             for details, part in cell.groupby("details", sort=False):
@@ -240,7 +278,9 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
                 table.loc[part.index, "label"] = label
                 table.loc[part.index, "is_variant"] = is_variant
                 # A finished run wins over an unfinished copy of the same seed, then the first path.
-                part = part.sort_values("run", key=lambda s: s.map(lambda r: (not r.finished, str(r.path))))
+                part = part.sort_values(
+                    "run", key=lambda s: s.map(lambda r: (not r.finished, str(r.path)))
+                )
                 seen: dict[int, Run] = {}
                 for run, seed in zip(part["run"], part["seed"]):
                     if seed in seen:
@@ -254,8 +294,11 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
                 done = sorted((r for r in kept if r.finished), key=lambda r: r.seed)
                 row = kept[0].row
                 params = sorted({r.aux_params for r in done if r.aux_params is not None})
-                values = {"best": [_measured(r.best_acc) for r in done], "final": [_measured(r.final_acc) for r in done],
-                          "area": [_measured(r.area) for r in done]}
+                values = {
+                    "best": [_measured(r.best_acc) for r in done],
+                    "final": [_measured(r.final_acc) for r in done],
+                    "area": [_measured(r.area) for r in done],
+                }
                 cell_row = {
                     "section": sid,
                     "protocol": kept[0].protocol.get("name"),
@@ -270,7 +313,9 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
                     "seeds": " ".join(str(r.seed) for r in done),
                     "iter_s": _iter_s(done) if done else math.nan,
                     "acquire_s": _acquire_s(done) if done else math.nan,
-                    "param": params[0] if len(params) == 1 else (math.nan if not params else "/".join(map(str, params))),
+                    "param": params[0]
+                    if len(params) == 1
+                    else (math.nan if not params else "/".join(map(str, params))),
                     "is_variant": is_variant,
                     "devices": sorted({r.device for r in done if r.device}),
                 }
@@ -287,12 +332,21 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
         mismatches = _mismatches(cells_df, sections)
         notes += _notes(cells_df, sections) + mismatches
     table = table[[r.problem is None for r in table["run"]]]  # duplicates are now out
-    return Aggregate(cells=cells_df, runs=runs, table=table, sections=sections, notes=notes, mismatches=mismatches)
+    return Aggregate(
+        cells=cells_df,
+        runs=runs,
+        table=table,
+        sections=sections,
+        notes=notes,
+        mismatches=mismatches,
+    )
 
 
 def _ratio(df: pd.DataFrame, column: str) -> list[float]:
     """``column`` over Random's (its default setting) in the same section and dataset."""
-    random = df[(df["row"] == "random") & ~df["is_variant"]].set_index(["section", "dataset"])[column]
+    random = df[(df["row"] == "random") & ~df["is_variant"]].set_index(["section", "dataset"])[
+        column
+    ]
     out = []
     for row in df.itertuples():
         base = random.get((row.section, row.dataset), math.nan)
@@ -318,8 +372,14 @@ def _finish(df: pd.DataFrame, paper: bool, sections: dict[str, str]) -> pd.DataF
             df.loc[part.index, f"bold_{metric}"] = bold_rows(list(part[f"{metric}_values"]))
     if paper:
         lookup = {r.key: r for r in rows()}
-        df["paper_mean"] = [lookup[k].paper_acc.get(d, (math.nan,))[0] if k in lookup else math.nan for k, d in zip(df["row"], df["dataset"])]
-        df["paper_std"] = [lookup[k].paper_acc.get(d, (0, math.nan))[1] if k in lookup else math.nan for k, d in zip(df["row"], df["dataset"])]
+        df["paper_mean"] = [
+            lookup[k].paper_acc.get(d, (math.nan,))[0] if k in lookup else math.nan
+            for k, d in zip(df["row"], df["dataset"])
+        ]
+        df["paper_std"] = [
+            lookup[k].paper_acc.get(d, (0, math.nan))[1] if k in lookup else math.nan
+            for k, d in zip(df["row"], df["dataset"])
+        ]
         df["diff"] = df["best_mean"] - df["paper_mean"]
         df["paper_time"] = [lookup[k].paper_time if k in lookup else math.nan for k in df["row"]]
         df["paper_param"] = [lookup[k].paper_param if k in lookup else "" for k in df["row"]]
@@ -349,7 +409,11 @@ def _mismatches(df: pd.DataFrame, sections: dict[str, str]) -> list[str]:
 def _adamixup_region(done: Sequence[Run], label: str, dataset: str, section: str) -> list[str]:
     """What AdaMixup's learned mixing region did (its region_a/region_delta columns): a region
     that has grown to the whole of [0, 1] means its λ are U(0, 1), i.e. the policy collapsed."""
-    frames = [r.metrics for r in done if r.metrics is not None and {"region_a", "region_delta"} <= set(r.metrics)]
+    frames = [
+        r.metrics
+        for r in done
+        if r.metrics is not None and {"region_a", "region_delta"} <= set(r.metrics)
+    ]
     if not frames:
         return []
     m = pd.concat([f[f["iteration"] >= 1] for f in frames])
@@ -359,14 +423,17 @@ def _adamixup_region(done: Sequence[Run], label: str, dataset: str, section: str
         f"{label} on {dataset} ({section}): its learned mixing region [a, a + Δ] spans more than 0.99 of [0, 1] in "
         f"{100 * whole:.0f}% of iterations (last iteration: a = {last['region_a'].mean():.3g}, "
         f"Δ = {last['region_delta'].mean():.3g}, mean over {len(frames)} runs)"
-        + ("; its λ are then ~U(0, 1): the policy collapsed, as the faithful method does here (docs/methods.md §8)."
-           if whole > 0.5 else ".")
+        + (
+            "; its λ are then ~U(0, 1): the policy collapsed, as the faithful method does here (docs/methods.md §8)."
+            if whole > 0.5
+            else "."
+        )
     ]
 
 
 def _notes(df: pd.DataFrame, sections: dict[str, str]) -> list[str]:
     notes = []
-    for (dataset, row), part in df.groupby(["dataset", "row"]):
+    for (dataset, _row), part in df.groupby(["dataset", "row"]):
         protocols = sorted(part["section"].unique())
         if len(protocols) > 1:
             names = ", ".join(sorted({str(p) for p in part["protocol"]}))
@@ -377,10 +444,14 @@ def _notes(df: pd.DataFrame, sections: dict[str, str]) -> list[str]:
     for sid, part in df.groupby("section"):
         devices = sorted(set().union(*part["devices"]))
         if len(devices) > 1:
-            notes.append(f"{sections[sid]} mixes devices ({'; '.join(devices)}); its Time ratios compare across them.")
+            notes.append(
+                f"{sections[sid]} mixes devices ({'; '.join(devices)}); its Time ratios compare across them."
+            )
         for dataset, dpart in part[part["n"] > 0].groupby("dataset"):
             if dpart["time_ratio"].isna().all():
-                notes.append(f"{sections[sid]}: no finished Random run on {dataset}, so its Time column is empty.")
+                notes.append(
+                    f"{sections[sid]}: no finished Random run on {dataset}, so its Time column is empty."
+                )
     return notes
 
 
@@ -423,7 +494,10 @@ def _describe(run: Run) -> tuple[str, str]:
     if run.problem is not None:
         return "unusable", run.problem
     if run.failure is not None:
-        return "failed", f"{run.failure.get('error', 'error')}: {run.failure.get('message', '')}; fix it and rerun the same command"
+        return (
+            "failed",
+            f"{run.failure.get('error', 'error')}: {run.failure.get('message', '')}; fix it and rerun the same command",
+        )
     how = "resumes from its checkpoint" if run.checkpoint else "starts again"
     return "incomplete", f"still running, or stopped: rerun the same command (it {how})"
 
@@ -433,7 +507,12 @@ def _run_rows(agg: Aggregate, root: Path) -> list[dict[str, str]]:
     for run in agg.not_finished:
         status, what = _describe(run)
         try:
-            ident = (DATASET_LABELS.get(run.dataset, run.dataset), run.row.label, str(run.seed), str(run.protocol.get("name")))
+            ident = (
+                DATASET_LABELS.get(run.dataset, run.dataset),
+                run.row.label,
+                str(run.seed),
+                str(run.protocol.get("name")),
+            )
         except (KeyError, TypeError):
             ident = ("", "", "", "")
         best = run.best_acc if run.metrics is not None else None
@@ -478,14 +557,19 @@ def _md_row(r: Any, group: str, paper: bool) -> list[str]:
         cells.append(f"**{acc}**" if getattr(r, f"bold_{metric}") and acc else acc)
     cells += [_seeds(r), _num(r.time_ratio), _rat(r.acq_ratio), _param(r.param)]
     if paper:
-        cells += [_acc(r.paper_mean, r.paper_std), _num(r.diff, "{:+.2f}"), _num(r.paper_time), r.paper_param]
+        cells += [
+            _acc(r.paper_mean, r.paper_std),
+            _num(r.diff, "{:+.2f}"),
+            _num(r.paper_time),
+            r.paper_param,
+        ]
     return cells
 
 
 def to_markdown(agg: Aggregate, root: Path, paper: bool = False) -> str:
     lines = [f"# Table 1 from {root}", "", CAPTION + (PAPER_CAPTION if paper else ""), ""]
     df = agg.cells
-    for sid in (df["section"].unique() if len(df) else []):
+    for sid in df["section"].unique() if len(df) else []:
         lines += [f"## {agg.sections[sid]}", ""]
         sec = df[df["section"] == sid]
         for dataset in sec["dataset"].unique():
@@ -501,7 +585,9 @@ def to_markdown(agg: Aggregate, root: Path, paper: bool = False) -> str:
                 lines += _md_table(_header(paper), body) + [""]
             if len(ablations):
                 lines += [f"#### {name}: ablations (non-default settings; never bold)", ""]
-                lines += _md_table(_header(paper), [_md_row(r, r.group, paper) for r in ablations.itertuples()]) + [""]
+                lines += _md_table(
+                    _header(paper), [_md_row(r, r.group, paper) for r in ablations.itertuples()]
+                ) + [""]
     listed = _run_rows(agg, root)
     lines += ["## Unfinished, failed and unusable runs", ""]
     if listed:
@@ -518,14 +604,47 @@ def to_csv(agg: Aggregate, paper: bool = False) -> pd.DataFrame:
     if not len(df):
         return df
     df["section"] = df["section"].map(agg.sections)
-    df["param"] = df["param"].map(lambda p: p if isinstance(p, str) or (isinstance(p, float) and math.isnan(p)) else int(p))
-    cols = ["section", "protocol", "dataset", "group", "row", "label", "is_variant", "acquisition", "augment", "n",
-            "n_unfinished", "seeds", "best_mean", "best_std", "final_mean", "final_std", "area_mean", "area_std",
-            "iter_s", "time_ratio", "acquire_s", "acq_ratio", "param", "bold_best", "bold_final", "bold_area"]
+    df["param"] = df["param"].map(
+        lambda p: p if isinstance(p, str) or (isinstance(p, float) and math.isnan(p)) else int(p)
+    )
+    cols = [
+        "section",
+        "protocol",
+        "dataset",
+        "group",
+        "row",
+        "label",
+        "is_variant",
+        "acquisition",
+        "augment",
+        "n",
+        "n_unfinished",
+        "seeds",
+        "best_mean",
+        "best_std",
+        "final_mean",
+        "final_std",
+        "area_mean",
+        "area_std",
+        "iter_s",
+        "time_ratio",
+        "acquire_s",
+        "acq_ratio",
+        "param",
+        "bold_best",
+        "bold_final",
+        "bold_area",
+    ]
     if paper:
         cols += ["paper_mean", "paper_std", "diff", "paper_time", "paper_param"]
-    names = {"is_variant": "ablation", "best_mean": "best_acc_mean", "best_std": "best_acc_std", "final_mean": "final_acc_mean",
-             "final_std": "final_acc_std", "acq_ratio": "acq_time_ratio"}
+    names = {
+        "is_variant": "ablation",
+        "best_mean": "best_acc_mean",
+        "best_std": "best_acc_std",
+        "final_mean": "final_acc_mean",
+        "final_std": "final_acc_std",
+        "acq_ratio": "acq_time_ratio",
+    }
     return df[cols].rename(columns=names)
 
 
@@ -535,7 +654,11 @@ _TEX_SPECIAL = re.compile(r"([&%$#_{}])")
 def _tex_label(label: str) -> str:
     m = re.fullmatch(r"LADA_(\w+?)(\^fixed)?( \[.*\])?", label)
     if m:
-        out = rf"LADA$_{{\mathrm{{{m.group(1)}}}}}" + (r"^{\mathrm{fixed}}" if m.group(2) else "") + "$"
+        out = (
+            rf"LADA$_{{\mathrm{{{m.group(1)}}}}}"
+            + (r"^{\mathrm{fixed}}" if m.group(2) else "")
+            + "$"
+        )
         return out + (_TEX_SPECIAL.sub(r"\\\1", m.group(3)) if m.group(3) else "")
     return _TEX_SPECIAL.sub(r"\\\1", label)
 
@@ -552,13 +675,17 @@ TEX_CAPTION = (
     r"$0..N$), mean $\pm$ sample std (ddof=1) over seeds; Time (whole iteration) and Acq.\ (acquisition alone) "
     r"relative to Random. Bold, per column within each group: the best row alone where it beats the second-best "
     rf"by more than the seed noise (one-sided Welch $t$-test on the per-seed values, $p < {ALPHA}$); otherwise "
-    r"every row not significantly worse than the best. Ablations (non-default settings) are listed apart and never bold."
+    r"every row not significantly worse than the best. Ablations (non-default settings) are "
+    r"listed apart and never bold."
 )
 
 
 def _tex_row(r: Any, group: str, paper: bool) -> str:
     cells = [_TEX_SPECIAL.sub(r"\\\1", group), _tex_label(r.label)]
-    cells += [_tex_acc(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"), getattr(r, f"bold_{m}")) for m, _ in METRICS]
+    cells += [
+        _tex_acc(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"), getattr(r, f"bold_{m}"))
+        for m, _ in METRICS
+    ]
     cells += [_seeds(r), _num(r.time_ratio), _rat(r.acq_ratio), _param(r.param)]
     if paper:
         cells += [_tex_acc(r.paper_mean, r.paper_std), _num(r.diff, "{:+.2f}")]
@@ -569,16 +696,25 @@ def to_latex(agg: Aggregate, paper: bool = False) -> str:
     """One booktabs tabular per section and dataset (needs \\usepackage{booktabs})."""
     out = [f"% ladarun-table. {CAPTION}", ""]
     df = agg.cells
-    for sid in (df["section"].unique() if len(df) else []):
+    for sid in df["section"].unique() if len(df) else []:
         sec = df[df["section"] == sid]
         for dataset in sec["dataset"].unique():
             part = sec[sec["dataset"] == dataset]
             name = DATASET_LABELS.get(dataset, dataset)
-            head = ["Group", "Method", "Best", "Final", "Area", "$n$", "Time", "Acq.", "Param"] + (["Paper", r"$\Delta$"] if paper else [])
+            head = ["Group", "Method", "Best", "Final", "Area", "$n$", "Time", "Acq.", "Param"] + (
+                ["Paper", r"$\Delta$"] if paper else []
+            )
             cols = "ll" + "r" * (len(head) - 2)
             heading = _TEX_SPECIAL.sub(r"\\\1", agg.sections[sid])
-            out += [r"\begin{table}[t]", r"\centering", rf"\caption{{{heading}; {name}. {TEX_CAPTION}}}",
-                    rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+            out += [
+                r"\begin{table}[t]",
+                r"\centering",
+                rf"\caption{{{heading}; {name}. {TEX_CAPTION}}}",
+                rf"\begin{{tabular}}{{{cols}}}",
+                r"\toprule",
+                " & ".join(head) + r" \\",
+                r"\midrule",
+            ]
             last = None
             for r in part[~part["is_variant"]].itertuples():
                 if last is not None and r.group != last:
@@ -589,7 +725,9 @@ def to_latex(agg: Aggregate, paper: bool = False) -> str:
             if len(ablations):
                 if last is not None:
                     out.append(r"\midrule")
-                out.append(rf"\multicolumn{{{len(head)}}}{{l}}{{\emph{{Ablations (non-default settings; never bold)}}}} \\")
+                out.append(
+                    rf"\multicolumn{{{len(head)}}}{{l}}{{\emph{{Ablations (non-default settings; never bold)}}}} \\"
+                )
                 out += [_tex_row(r, r.group, paper) for r in ablations.itertuples()]
             out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
@@ -601,11 +739,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Write table1.md, table1.csv and table1.tex (the paper's Table 1) from a folder of ladarun runs. "
         "Runs are only read; nothing else is written.",
     )
-    parser.add_argument("runs_dir", nargs="?", default="outputs", help="folder searched for runs (default: outputs)")
-    parser.add_argument("--out", default=None, help="where the tables go (default: RUNS_DIR)")
-    parser.add_argument("--paper", action="store_true", help="add the paper's values and the difference")
     parser.add_argument(
-        "--require-equal-seeds", action="store_true",
+        "runs_dir", nargs="?", default="outputs", help="folder searched for runs (default: outputs)"
+    )
+    parser.add_argument("--out", default=None, help="where the tables go (default: RUNS_DIR)")
+    parser.add_argument(
+        "--paper", action="store_true", help="add the paper's values and the difference"
+    )
+    parser.add_argument(
+        "--require-equal-seeds",
+        action="store_true",
         help="fail (exit 2, no table written) when the rows of a group have different numbers of finished seeds; "
         "without it the table is written and the groups are listed under Notes",
     )
@@ -629,7 +772,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (out / "table1.tex").write_text(to_latex(agg, args.paper))
     print(md)
     finished = sum(r.finished for r in agg.runs)
-    print(f"ladarun-table: {len(agg.runs)} runs, {finished} finished; wrote {out / 'table1.md'}, table1.csv, table1.tex", file=sys.stderr)
+    print(
+        f"ladarun-table: {len(agg.runs)} runs, {finished} finished; wrote {out / 'table1.md'}, table1.csv, table1.tex",
+        file=sys.stderr,
+    )
     for line in agg.mismatches:
         print(f"ladarun-table: warning: {line}", file=sys.stderr)
     for run in agg.not_finished:
