@@ -96,7 +96,7 @@ def run_active_learning(
     summary.json is written, unless ``options.keep_checkpoint``.
     """
     augment, options = augment or NoAugment(), options or RunOptions()
-    out_dir = Path(out_dir)
+    out_dir, speed = Path(out_dir), options.speed
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = Checkpoint(out_dir / CHECKPOINT, options.fingerprint)
     saved = checkpoint.load(device) if options.checkpoint else None
@@ -106,147 +106,136 @@ def run_active_learning(
     # Active-learning decisions (initial set, candidate subsets, tie-breaks) draw from their own
     # generator, so they do not depend on how many random numbers training consumed.
     gen = torch.Generator().manual_seed(seed)
-    speed = options.speed
     data = data.to(device)
-    data.x_train, data.x_test = (
-        speed.prepare_images(data.x_train),
-        speed.prepare_images(data.x_test),
+    data.x_train = speed.prepare_images(data.x_train)
+    data.x_test = speed.prepare_images(data.x_test)
+    run = Progress(labeled_at=initial_labeled_at(data, protocol, gen))
+    model = model_factory(
+        in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size
     )
-    labeled = initial_labeled(data.y_train, data.num_classes, protocol.initial_per_class, gen)
-    check_budget(protocol, data.y_train.numel(), labeled.numel())
-    # labeled_at[i] = the iteration at which point i was labeled (0 = initial set), -1 = pool.
-    labeled_at = torch.full((data.y_train.numel(),), -1, dtype=torch.long, device=device)
-    labeled_at[labeled] = 0
+    model = speed.prepare_model(model.to(device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
+    if protocol.reinit:
+        run.initial_state = {k: v.clone() for k, v in model.state_dict().items()}
 
-    def new_model() -> tuple[StagedClassifier, torch.optim.Optimizer]:
-        model = model_factory(
-            in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size
-        )
-        model = speed.prepare_model(model.to(device))
-        return model, torch.optim.Adam(model.parameters(), lr=protocol.lr)
+    def parts() -> dict[str, Any]:  # what saves its own state into the checkpoint
+        return dict(model=model, optimizer=optimizer, acquisition=acquisition, augment=augment)
 
-    model, optimizer = new_model()
-    initial_state = (
-        {k: v.clone() for k, v in model.state_dict().items()} if protocol.reinit else None
-    )
-    first_it, best, acc, elapsed_before, resumes = 0, -1.0, 0.0, 0.0, []
     if saved is not None:  # continue after the checkpoint's iteration, exactly as if never stopped
-        for part, key in (
-            (model, "model"),
-            (optimizer, "optimizer"),
-            (acquisition, "acquisition"),
-            (augment, "augment"),
-        ):
-            part.load_state_dict(saved[key])
-        labeled_at, initial_state = saved["labeled_at"].to(device), saved["initial_state"]
-        best, acc, elapsed_before = saved["best_acc"], saved["test_acc"], saved["elapsed_s"]
-        first_it = saved["iteration"] + 1
-        resumes = saved["resumes"] + [first_it]
-        set_rng_state(saved["rng"], gen)
+        run.restore(saved, device, gen, **parts())
         log.info("Resuming %s from its checkpoint after iteration %d.", out_dir, saved["iteration"])
 
     metrics_path = out_dir / METRICS
     columns = list(acquisition.metric_names) + list(augment.metric_names)
-    with MetricsWriter(
-        metrics_path, columns, resume_after=first_it - 1 if saved is not None else None
-    ) as writer:
-        bar = tqdm(
-            range(first_it, protocol.iterations + 1),
-            desc=data.name,
-            unit="it",
-            disable=not options.progress,
-            dynamic_ncols=True,
-            initial=first_it,
-            total=protocol.iterations + 1,
-        )
+    resume_after = run.next_iteration - 1 if saved is not None else None
+    with MetricsWriter(metrics_path, columns, resume_after=resume_after) as writer:
+        iterations = range(run.next_iteration, protocol.iterations + 1)
+        bar = tqdm(iterations, desc=data.name, unit="it", disable=not options.progress)
+        bar.reset(total=protocol.iterations + 1)  # the whole run, with the resumed part done
+        bar.update(run.next_iteration)
         for it in bar:
             t0 = time.perf_counter()
             extra: dict[str, float] = {}
             if it > 0:  # acquire: label the query chosen from a fresh candidate subset
                 with speed.autocast_on(device):
-                    acquire_step(model, data, labeled_at, it, acquisition, augment, protocol, gen)
+                    acquire_step(
+                        model, data, run.labeled_at, it, acquisition, augment, protocol, gen
+                    )
                 extra.update(acquisition.extra_metrics())
-                if (
-                    initial_state is not None
-                ):  # protocol.reinit: train from the initial weights again
-                    model.load_state_dict(initial_state)
+                if run.initial_state is not None:  # protocol.reinit: train from the initial weights
+                    model.load_state_dict(run.initial_state)
                     optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
             synchronize(device)
             t1 = time.perf_counter()
-            with speed.autocast_on(
-                device
-            ):  # train on the labeled set (plus the augmentation's data)
-                epochs = protocol.epochs if it > 0 else protocol.initial_epochs
+            epochs = protocol.epochs if it > 0 else protocol.initial_epochs
+            # train on the labeled set (and the augmentation's data)
+            with speed.autocast_on(device):
                 loss = train_iteration(
-                    model, optimizer, data, labeled_at, augment, protocol, epochs
+                    model, optimizer, data, run.labeled_at, augment, protocol, epochs
                 )
-            if (
-                it > 0
-            ):  # after training: an augmentation may report what happened while it trained (AdaMixup)
+            if it > 0:  # after training: an augmentation may report on its training (AdaMixup)
                 extra.update(augment.metrics())
             synchronize(device)
             t2 = time.perf_counter()
             with speed.autocast_on(device):  # evaluate on the whole test set
-                acc = evaluate(model, data.x_test, data.y_test, protocol.eval_batch_size)
+                run.acc = evaluate(model, data.x_test, data.y_test, protocol.eval_batch_size)
             t3 = time.perf_counter()
-            best = max(best, acc)
+            run.best = max(run.best, run.acc)
+            times = {"acquire_s": t1 - t0 if it > 0 else 0.0, "train_s": t2 - t1, "eval_s": t3 - t2}
             writer.write(
-                {
-                    "iteration": it,
-                    "n_labeled": int((labeled_at >= 0).sum()),
-                    "test_acc": acc,
-                    "best_acc": best,
-                    "train_loss": loss,
-                    "acquire_s": t1 - t0 if it > 0 else 0.0,
-                    "train_s": t2 - t1,
-                    "eval_s": t3 - t2,
-                    "iter_s": t3 - t0,
-                    **extra,
-                }
+                {**run.record(it), "train_loss": loss, **times, "iter_s": t3 - t0, **extra}
             )
             if options.checkpoint:
                 # After the CSV row: a crash between the two redoes this iteration on resume,
                 # and MetricsWriter drops its row first.
-                checkpoint.save(
-                    {
-                        "iteration": it,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "labeled_at": labeled_at,
-                        "initial_state": initial_state,
-                        "acquisition": acquisition.state_dict(),
-                        "augment": augment.state_dict(),
-                        "best_acc": best,
-                        "test_acc": acc,
-                        "elapsed_s": elapsed_before + time.perf_counter() - start,
-                        "resumes": resumes,
-                        "rng": rng_state(gen),
-                    }
-                )
-            bar.set_postfix(acc=f"{acc:.2f}", best=f"{best:.2f}")
+                checkpoint.save(run.snapshot(it, time.perf_counter() - start, gen, **parts()))
+            bar.set_postfix(acc=f"{run.acc:.2f}", best=f"{run.best:.2f}")
         bar.close()
 
-    total_s = elapsed_before + time.perf_counter() - start
+    total_s = run.elapsed_before + time.perf_counter() - start
+    n_labeled = int((run.labeled_at >= 0).sum())
     summary = RunSummary(
-        best,
-        acc,
-        int((labeled_at >= 0).sum()),
-        protocol.iterations,
-        total_s,
-        str(device),
-        metrics_path,
+        run.best, run.acc, n_labeled, protocol.iterations, total_s, str(device), metrics_path
     )
-    write_summary(
-        out_dir,
-        summary,
-        resumes,
-        acquisition.aux_parameters() + augment.aux_parameters(),
-        device,
-        options,
-    )
+    aux_params = acquisition.aux_parameters() + augment.aux_parameters()
+    write_summary(out_dir, summary, run.resumes, aux_params, device, options)
     if not options.keep_checkpoint:
         checkpoint.remove()
     return summary
+
+
+@dataclass
+class Progress:
+    """Where a run stands, besides the state of its networks and acquisition: what a
+    checkpoint carries from one process to the next."""
+
+    # labeled_at[i] = the iteration at which point i was labeled (0 = initial set), -1 = pool.
+    labeled_at: torch.Tensor
+    initial_state: Optional[dict[str, torch.Tensor]] = None  # protocol.reinit's starting weights
+    next_iteration: int = 0
+    best: float = -1.0
+    acc: float = 0.0
+    elapsed_before: float = 0.0  # seconds spent by earlier processes of this run
+    resumes: list[int] = field(default_factory=list)  # iterations at which it resumed
+
+    def record(self, iteration: int) -> dict[str, Any]:
+        n_labeled = int((self.labeled_at >= 0).sum())
+        return {
+            "iteration": iteration,
+            "n_labeled": n_labeled,
+            "test_acc": self.acc,
+            "best_acc": self.best,
+        }
+
+    def snapshot(
+        self, iteration: int, elapsed: float, gen: torch.Generator, **parts: Any
+    ) -> dict[str, Any]:
+        return {
+            "iteration": iteration,
+            **{name: part.state_dict() for name, part in parts.items()},
+            "labeled_at": self.labeled_at,
+            "initial_state": self.initial_state,
+            "best_acc": self.best,
+            "test_acc": self.acc,
+            "elapsed_s": self.elapsed_before + elapsed,
+            "resumes": self.resumes,
+            "rng": rng_state(gen),
+        }
+
+    def restore(
+        self, saved: dict[str, Any], device: torch.device, gen: torch.Generator, **parts: Any
+    ) -> None:
+        for name, part in parts.items():
+            part.load_state_dict(saved[name])
+        self.labeled_at, self.initial_state = saved["labeled_at"].to(device), saved["initial_state"]
+        self.best, self.acc, self.elapsed_before = (
+            saved["best_acc"],
+            saved["test_acc"],
+            saved["elapsed_s"],
+        )
+        self.next_iteration = saved["iteration"] + 1
+        self.resumes = saved["resumes"] + [self.next_iteration]
+        set_rng_state(saved["rng"], gen)
 
 
 def write_summary(
@@ -307,6 +296,19 @@ def check_budget(protocol: Protocol, n_train: int, n_initial: int) -> None:
             f"{protocol.iterations} iterations x query {protocol.query} = {needed} points, but the pool holds "
             f"only {pool}; set protocol.iterations <= {pool // protocol.query}"
         )
+
+
+def initial_labeled_at(
+    data: ActiveDataset, protocol: Protocol, gen: torch.Generator
+) -> torch.Tensor:
+    """The labeled-at array of the initial set: 0 for its points, -1 for the pool."""
+    labeled = initial_labeled(data.y_train, data.num_classes, protocol.initial_per_class, gen)
+    check_budget(protocol, data.y_train.numel(), labeled.numel())
+    labeled_at = torch.full(
+        (data.y_train.numel(),), -1, dtype=torch.long, device=data.y_train.device
+    )
+    labeled_at[labeled] = 0
+    return labeled_at
 
 
 def acquire_step(
