@@ -1,6 +1,8 @@
 """The config tree, run_from_config, and the installed console script."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -207,3 +209,12 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert "ladarun: error:" in res.stderr and str(tmp_path / "nothing") in res.stderr
+
+
+def test_the_old_benchmark_module_names_its_new_place():
+    res = subprocess.run(
+        [sys.executable, "-m", "ladarun.benchmark", "--sections", "gpu"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 1 and "benchmarks/run.py iteration" in res.stderr
