@@ -54,6 +54,7 @@ from ladarun.runtime import (
     library_versions,
     resolve_device,
     seed_everything,
+    synchronize,
 )
 from ladarun.training import evaluate
 
@@ -99,11 +100,6 @@ def implemented_rows(only: Optional[Sequence[str]] = None) -> list[Row]:
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Bench:
@@ -176,11 +172,11 @@ class Bench:
         labeled_at = self.labeled_at.clone()
         seed_everything(self.seed + repeat, deterministic=bool(cfg.deterministic))
         gen = torch.Generator().manual_seed(self.seed + repeat)
-        _sync(self.device)
+        synchronize(self.device)
         t0 = time.perf_counter()
         with self.speed.autocast_on(self.device):
             acquire_step(model, self.data, labeled_at, 1, acquisition, augment, self.protocol, gen)
-            _sync(self.device)
+            synchronize(self.device)
             t1 = time.perf_counter()
             train_iteration(
                 model,
@@ -191,10 +187,10 @@ class Bench:
                 self.protocol,
                 self.protocol.epochs,
             )
-            _sync(self.device)
+            synchronize(self.device)
             t2 = time.perf_counter()
             evaluate(model, self.data.x_test, self.data.y_test, self.protocol.eval_batch_size)
-            _sync(self.device)
+            synchronize(self.device)
         t3 = time.perf_counter()
         return {"acquire_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "iter_s": t3 - t0}
 
@@ -285,10 +281,10 @@ def loop_overhead(bench: Bench, epochs: int, repeats: int) -> dict[str, Any]:
         ours(), bare()  # warm-up
         for _ in range(repeats):
             for name, fn in (("ladarun", ours), ("bare", bare)):
-                _sync(bench.device)
+                synchronize(bench.device)
                 t0 = time.perf_counter()
                 fn()
-                _sync(bench.device)
+                synchronize(bench.device)
                 timings[name].append(time.perf_counter() - t0)
     images = epochs * idx.numel()
     ours_ips = images / statistics.median(timings["ladarun"])
