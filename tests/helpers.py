@@ -139,9 +139,8 @@ def trained_model(data: ActiveDataset, epochs: int = 15, seed: int = 0, **model_
         data.in_channels, data.num_classes, width=8, image_size=data.image_size, **model_options
     )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    idx = torch.arange(
-        0, data.y_train.numel(), 4
-    )  # a quarter of the data: confident but not perfect
+    # a quarter of the data: confident but not perfect
+    idx = torch.arange(0, data.y_train.numel(), 4)
     for _ in range(epochs):
         train_epoch(model, opt, data.x_train, data.y_train, idx, 16)
     return model.eval()
@@ -175,11 +174,12 @@ def check_smoke_run(compose_cfg, tmp_path, name, columns, overrides=()):
     """``acquisition=name`` on the synthetic smoke protocol writes its CSV with ``columns`` filled."""
     run_from_config(compose_cfg(SMOKE + [f"acquisition={name}", *overrides]), tmp_path)
     rows = read_csv(tmp_path / "metrics.csv")
+    # 4 classes x 2, then +4 per iteration
     assert [int(r["n_labeled"]) for r in rows] == [
         8,
         12,
         16,
-    ]  # 4 classes x 2, then +4 per iteration
+    ]
     assert list(rows[0])[-len(columns) :] == list(columns)
     for r in rows[1:]:
         assert all(math.isfinite(float(r[c])) for c in columns)

@@ -39,10 +39,11 @@ def test_network_sizes_match_the_paper():
     assert count_parameters(IntrusionDiscriminator(512, 10)) == 5_152  # the paper's "5K"
     assert count_parameters(PolicyRegionGenerator(1, 28)) == 145_715  # not counted in Table 1
     assert count_parameters(PolicyRegionGenerator(3, 32)) == 228_211
+    # small images are padded
     assert PolicyRegionGenerator(1, 8)(torch.randn(2, 1, 8, 8)).shape == (
         2,
         3,
-    )  # small images are padded
+    )
 
 
 def test_the_discriminator_is_sized_from_the_classifier_embedding():
@@ -51,9 +52,8 @@ def test_the_discriminator_is_sized_from_the_classifier_embedding():
         aug = AdaMixup()
         aug.begin_iteration(context(model, data), torch.arange(6, 16))
         assert aug.discriminator.embed_dim == model.embed_dim
-        assert (
-            aug.aux_parameters() == (model.embed_dim + 1) * 3 + (3 + 1) * 2
-        )  # Linear(d, C), Linear(C, 2)
+        # Linear(d, C), Linear(C, 2)
+        assert aug.aux_parameters() == (model.embed_dim + 1) * 3 + (3 + 1) * 2
     assert aug.aux_parameters() == 512 * 3 + 3 + 3 * 2 + 2
 
 
@@ -132,9 +132,8 @@ def test_policy_and_discriminator_are_trained_and_persist_across_iterations():
         loss_sum, n = aug.extra_step(model, opt)
         assert n == 10 and torch.isfinite(loss_sum)  # 5 mixes + 5 originals
     changed = lambda before, *nets: [not torch.equal(a, b) for a, b in zip(before, snapshot(*nets))]
-    assert all(
-        changed(policy_0, policy)
-    )  # every policy tensor moved: gradients reach pi through lambda
+    # every policy tensor moved: gradients reach pi through lambda
+    assert all(changed(policy_0, policy))
     assert all(changed(disc_0, disc))
     assert any(changed(model_0, model))
     m = aug.metrics()
@@ -144,9 +143,8 @@ def test_policy_and_discriminator_are_trained_and_persist_across_iterations():
     assert m["class_loss"] > 0 and m["intrusion_loss"] > 0
     aug.begin_iteration(context(model, data), torch.arange(16, 26))  # the next iteration
     assert aug.policy is policy and aug.discriminator is disc  # created once, not re-created
-    assert all(
-        int(opt.state[p]["step"]) == 6 for p in policy.parameters()
-    )  # the same optimizer state
+    # the same optimizer state
+    assert all(int(opt.state[p]["step"]) == 6 for p in policy.parameters())
 
 
 def test_one_optimizer_takes_a_step_on_l_cls_then_a_step_on_l_intr():
@@ -180,9 +178,8 @@ def test_one_optimizer_takes_a_step_on_l_cls_then_a_step_on_l_intr():
     # L_cls reaches the classifier and, through lambda, pi; L_intr reaches the trunk (the
     # embedding), phi and, through lambda in the mixes, pi; never the classifier's fc.
     assert calls == [{"fc", "trunk", "pi"}, {"trunk", "pi", "phi"}] * k
-    assert all(
-        p.grad is None for params in groups.values() for p in params
-    )  # zeroed after the steps
+    # zeroed after the steps
+    assert all(p.grad is None for params in groups.values() for p in params)
     # One optimizer: pi and phi are a param group of the classifier's Adam, at augment.lr.
     assert aug.optimizer is opt and len(opt.param_groups) == 2
     assert {id(p) for p in opt.param_groups[1]["params"]} == {
@@ -364,9 +361,8 @@ def test_interrupted_run_resumes_exactly_with_the_shared_optimizer(tmp_path, mon
         len(ckpt["augment"]["adam_state"])
         == len(list(PolicyRegionGenerator(1, 8).parameters())) + 4
     )
-    assert all(
-        int(s["step"]) == 4 for s in ckpt["augment"]["adam_state"][:-4]
-    )  # pi: 2 steps x 2 epochs
+    # pi: 2 steps x 2 epochs
+    assert all(int(s["step"]) == 4 for s in ckpt["augment"]["adam_state"][:-4])
     go(tmp_path / "resumed")
     resumed, straight = (
         read_csv(tmp_path / "resumed" / "metrics.csv"),

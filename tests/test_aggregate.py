@@ -21,9 +21,8 @@ def runs(tmp_path):
     write_run(root, acquisition="ent", seed=0, accs=(60, 85, 70), iter_s=(50, 2, 2))
     write_run(root, acquisition="ent", seed=1, accs=(60, 87, 70), iter_s=(50, 4, 4))
     write_run(root, acquisition="ent", augment="infomixup", accs=(60, 70, 88), aux_params=77063)
-    write_run(
-        root, acquisition="var", seed=0, accs=(60, 70), finished=False
-    )  # stopped after iteration 1
+    # stopped after iteration 1
+    write_run(root, acquisition="var", seed=0, accs=(60, 70), finished=False)
     (root / "quick/fashion/var-none/seed0/checkpoint.pt").write_bytes(b"x")
     failed = write_run(root, acquisition="ent", seed=2, accs=(60,), finished=False)
     (failed / "failed.json").write_text(
@@ -44,18 +43,18 @@ def test_means_sample_stds_ratios_and_bold(runs):
     random, bald, ent, entmix = (
         df.loc[("quick", "fashion", k)] for k in ("random", "bald", "ent", "ent_infomixup")
     )
+    # ddof=1: sqrt(((-2)^2 + 0 + 2^2) / 2)
     assert (random.n, random.best_mean, random.best_std) == (
         3,
         82.0,
         2.0,
-    )  # ddof=1: sqrt(((-2)^2 + 0 + 2^2) / 2)
+    )
     assert bald.best_mean == 81.5 and bald.best_std == pytest.approx(math.sqrt(0.5))
     assert ent.best_mean == 86.0 and ent.best_std == pytest.approx(math.sqrt(2))
     assert random.time_ratio == 1.0
     assert bald.time_ratio == pytest.approx(1.5)
-    assert ent.time_ratio == pytest.approx(
-        3.0
-    )  # mean of 2, 2, 4, 4 over mean of 1s; iteration 0 left out
+    # mean of 2, 2, 4, 4 over mean of 1s; iteration 0 left out
+    assert ent.time_ratio == pytest.approx(3.0)
     assert entmix.param == 77063 and ent.param == 0
     # Bold (Welch): Random 80/82/84 vs BALD 81/82 cannot be told apart, so both are bold; LADA_EntMix
     # has one seed (no variance to test), so Max Entropy is not significantly worse either.
@@ -79,9 +78,8 @@ def test_final_accuracy_and_area_come_from_metrics_csv(runs):
     df = cells(runs)
     random, bald = df.loc[("quick", "fashion", "random")], df.loc[("quick", "fashion", "bald")]
     assert random.final_mean == 77.0 and random.final_std == 2.0
-    assert random.area_mean == 73.0 and random.area_std == pytest.approx(
-        4 / 3
-    )  # means 71.67, 73, 74.33
+    # means 71.67, 73, 74.33
+    assert random.area_mean == 73.0 and random.area_std == pytest.approx(4 / 3)
     assert bald.final_mean == 81.5 and bald.area_mean == pytest.approx((130 + 81.5) / 3)
     assert bald.area_std == pytest.approx(math.sqrt(0.5) / 3)
 
@@ -104,9 +102,8 @@ def test_acquisition_time_ratio_is_relative_to_random(tmp_path):
         )
     df = cells(tmp_path)
     random, ent = df.loc[("quick", "fashion", "random")], df.loc[("quick", "fashion", "ent")]
-    assert random.acq_ratio == 1.0 and random.acquire_s == pytest.approx(
-        0.02
-    )  # iteration 0 left out
+    # iteration 0 left out
+    assert random.acq_ratio == 1.0 and random.acquire_s == pytest.approx(0.02)
     assert ent.acquire_s == pytest.approx(0.5) and ent.acq_ratio == pytest.approx(25.0)
     assert ent.time_ratio == pytest.approx(1.5)  # the whole-iteration ratio is a separate column
 
@@ -116,10 +113,11 @@ def test_bold_rule_on_hand_built_per_seed_values():
     # One-sided Welch p = 0.040 (< 0.05: the best beats the second-best by more than the seed noise);
     # a two-sided test (p = 0.081) would bold both.
     assert bold_rows([best, [78, 80, 82, 79, 81]]) == [True, False]
+    # order in the table does not matter
     assert bold_rows([[78, 80, 82, 79, 81], best]) == [
         False,
         True,
-    ]  # order in the table does not matter
+    ]
     # p = 0.17: not significant, so both rows are bold.
     assert bold_rows([best, [79, 81, 83, 80, 82]]) == [True, True]
     # Not significant against the second-best: every row not significantly worse than the best is bold.
@@ -151,9 +149,8 @@ def test_bold_rule_in_the_written_table(tmp_path):
     assert (
         "| Baselines | Random | **82.00 ± 1.58** | **82.00 ± 1.58** | **66.00 ± 0.79** | 5 |" in md
     )
-    assert (
-        "|  | BALD | 80.00 ± 1.58 | 80.00 ± 1.58 | 65.00 ± 0.79 | 5 |" in md
-    )  # significant: Random alone
+    # significant: Random alone
+    assert "|  | BALD | 80.00 ± 1.58 | 80.00 ± 1.58 | 65.00 ± 0.79 | 5 |" in md
     # Max Entropy (81 ± 1.58) and Var Ratio (82 ± 1.58) are in different groups: each alone, not bold.
     assert "| Entropy-based | Max Entropy | 81.00 ± 1.58 |" in md
     assert "one-sided Welch t-test on the per-seed values, p < 0.05" in md
@@ -218,9 +215,8 @@ def test_unfinished_failed_and_unusable_runs_are_listed(runs):
     write_run(runs, acquisition="random", seed=9, folder="copied_without_hydra", config=False)
     broken = write_run(runs, acquisition="var", seed=1)
     text = (broken / "metrics.csv").read_text()
-    (broken / "metrics.csv").write_text(
-        text[: text.rstrip().rfind(",", 0, len(text) - 12)]
-    )  # cut mid-row
+    # cut mid-row
+    (broken / "metrics.csv").write_text(text[: text.rstrip().rfind(",", 0, len(text) - 12)])
     agg = aggregate(runs)
     status = {str(r.path.relative_to(runs)): (r.status, r.problem) for r in agg.not_finished}
     assert status["quick/fashion/var-none/seed0"] == ("incomplete", None)
@@ -230,15 +226,13 @@ def test_unfinished_failed_and_unusable_runs_are_listed(runs):
         and "no config" in status["copied_without_hydra"][1]
     )
     assert "truncated or corrupted at line 4" in status["quick/fashion/var-none/seed1"][1]
-    assert (
-        agg.cells.set_index(["protocol", "row"]).loc[("quick", "random"), "n"] == 3
-    )  # the copy is not counted
+    # the copy is not counted
+    assert agg.cells.set_index(["protocol", "row"]).loc[("quick", "random"), "n"] == 3
 
 
 def test_duplicate_seed_is_counted_once(runs):
-    write_run(
-        runs, acquisition="random", seed=0, accs=(60, 10, 10), folder="zz_copy/seed0"
-    )  # sorts after the original
+    # sorts after the original
+    write_run(runs, acquisition="random", seed=0, accs=(60, 10, 10), folder="zz_copy/seed0")
     agg = aggregate(runs)
     assert agg.cells.set_index(["protocol", "row"]).loc[("quick", "random"), "best_mean"] == 82.0
     assert any("second run of seed 0" in (r.problem or "") for r in agg.not_finished)
@@ -287,9 +281,8 @@ def test_an_augment_setting_override_is_an_ablation_of_the_row_not_a_second_run(
     }
     ablation = entmix.loc["LADA_EntMix [augment.tau_activation=softplus]"]
     assert not (ablation.bold_best or ablation.bold_final or ablation.bold_area)
-    assert entmix.loc[
-        "LADA_EntMix", "bold_best"
-    ]  # the group's bold is decided without the ablation
+    # the group's bold is decided without the ablation
+    assert entmix.loc["LADA_EntMix", "bold_best"]
 
     assert main([str(runs)]) == 0
     md = (runs / "table1.md").read_text()

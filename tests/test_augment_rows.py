@@ -45,9 +45,8 @@ def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
     run(tmp_path, row)
     rows = read_csv(tmp_path / "metrics.csv")
     assert [int(r["n_labeled"]) for r in rows] == [6, 10, 14, 18]
-    assert all(
-        r[c] == "" for c in COLUMNS[row] for r in rows[:1]
-    )  # the initial training has no augmentation
+    # the initial training has no augmentation
+    assert all(r[c] == "" for c in COLUMNS[row] for r in rows[:1])
     assert all(r[c] != "" for c in COLUMNS[row] for r in rows[1:])
     if row == "bgadl":
         assert [int(r["n_synthetic"]) for r in rows[1:]] == [4, 8, 12]
@@ -81,9 +80,8 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, row):
     """E/G/D, their optimisers and the synthetic set (BGADL), pi and phi (AdaMixup) are in the checkpoint."""
     run(tmp_path / "straight", row, seed=1)
     with monkeypatch.context() as m:
-        crash_at_evaluation(
-            m, 3, KeyboardInterrupt
-        )  # iteration 2 trains, then dies before its row and checkpoint
+        # iteration 2 trains, then dies before its row and checkpoint
+        crash_at_evaluation(m, 3, KeyboardInterrupt)
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path / "resumed", row, seed=1)
     assert len(read_csv(tmp_path / "resumed" / "metrics.csv")) == 2

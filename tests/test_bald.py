@@ -103,12 +103,10 @@ def test_bald_uses_the_dropout_every_row_of_the_protocol_has(compose_cfg, protoc
     assert build(cfg.acquisition).samples == 20
     net = build(cfg.model, _partial_=True)(in_channels=1, num_classes=10)
     assert isinstance(net.dropout, torch.nn.Dropout) and net.dropout.p == 0.5
-    assert (
-        compose_cfg(overrides + ["acquisition=ent"]).model == cfg.model
-    )  # the same classifier as every row
-    assert (
-        compose_cfg(overrides + ["acquisition=bald", "model.dropout=0.3"]).model.dropout == 0.3
-    )  # command line wins
+    # the same classifier as every row
+    assert compose_cfg(overrides + ["acquisition=ent"]).model == cfg.model
+    # command line wins
+    assert compose_cfg(overrides + ["acquisition=bald", "model.dropout=0.3"]).model.dropout == 0.3
 
 
 def test_bald_pair_scorer_mixes_at_stage_k_and_passes_gradients_to_lambda():

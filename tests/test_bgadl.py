@@ -31,9 +31,8 @@ def test_network_sizes_near_the_paper_at_width_1():
     aug = BGADL(width=1.0)
     aug._check_shape(fashion_sized())  # builds E, G, D for 1x28x28 and 10 classes
     assert aug.aux_parameters() == 460_736 + 6_652_481 + 6_559_169 == 13_672_386
-    assert (
-        abs(aug.aux_parameters() - 13_590_283) / 13_590_283 < 0.01
-    )  # the reference's 13.59M ("13M")
+    # the reference's 13.59M ("13M")
+    assert abs(aug.aux_parameters() - 13_590_283) / 13_590_283 < 0.01
     small = BGADL()  # default width 0.5: G and D at half width
     small._check_shape(fashion_sized())
     assert 3_000_000 < small.aux_parameters() < 4_000_000
@@ -47,9 +46,8 @@ def test_network_shapes(shape):
     mu, logvar = Encoder(channels, size, latent_dim=64)(x)
     assert mu.shape == logvar.shape == (5, 64)
     fake = Generator(channels, size, 10, latent_dim=64)(mu, torch.arange(5))
-    assert fake.shape == x.shape and bool(
-        ((fake >= 0) & (fake <= 1)).all()
-    )  # sigmoid: images in [0, 1]
+    # sigmoid: images in [0, 1]
+    assert fake.shape == x.shape and bool(((fake >= 0) & (fake <= 1)).all())
     assert Discriminator(channels, size)(fake).shape == (5,)
 
 
@@ -82,13 +80,11 @@ def test_gan_trains_warm_and_its_samples_accumulate_in_the_training_set():
     nets = (aug.encoder, aug.generator, aug.discriminator)
     after_first = snapshot(*nets)
     x, y = aug.extra_training_data()
-    assert x.shape == (4, 1, 8, 8) and torch.equal(
-        y, data.y_train[10:14]
-    )  # one sample per acquired point, its label
+    # one sample per acquired point, its label
+    assert x.shape == (4, 1, 8, 8) and torch.equal(y, data.y_train[10:14])
     lo, hi = pixel_range(data.x_train)
-    assert bool(
-        ((x >= lo - 1e-5) & (x <= hi + 1e-5)).all()
-    )  # G's [0, 1] mapped back to the data's normalisation
+    # G's [0, 1] mapped back to the data's normalisation
+    assert bool(((x >= lo - 1e-5) & (x <= hi + 1e-5)).all())
     m = aug.metrics()
     assert m["n_synthetic"] == 4 and all(m[k] > 0 for k in ("enc_loss", "gen_loss", "disc_loss"))
     ctx.labeled = torch.cat([ctx.labeled, torch.arange(10, 14)])
@@ -98,20 +94,19 @@ def test_gan_trains_warm_and_its_samples_accumulate_in_the_training_set():
         aug.generator,
         aug.discriminator,
     ) == nets  # warm start: the same networks ...
-    assert any(
-        not torch.equal(a, b) for a, b in zip(after_first, snapshot(*nets))
-    )  # ... trained further
+    # ... trained further
+    assert any(not torch.equal(a, b) for a, b in zip(after_first, snapshot(*nets)))
+    # 2 epochs x 1 batch, twice
     assert all(
         s["step"] == 2 * 2 for s in aug.optimizers["generator"].state_dict()["state"].values()
-    )  # 2 epochs x 1 batch, twice
+    )
     x2, y2 = aug.extra_training_data()
     assert torch.equal(x2[:4], x) and torch.equal(
         y2, torch.cat([data.y_train[10:14], data.y_train[20:24]])
     )
     assert aug.metrics()["n_synthetic"] == 8
-    assert all(
-        torch.equal(a, b) for a, b in zip(classifier_before, snapshot(model))
-    )  # C is frozen while the GAN trains
+    # C is frozen while the GAN trains
+    assert all(torch.equal(a, b) for a, b in zip(classifier_before, snapshot(model)))
     assert model.training and all(p.requires_grad for p in model.parameters())
 
 

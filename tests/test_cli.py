@@ -87,9 +87,8 @@ def test_defaults_and_protocol_presets(compose_cfg, monkeypatch):
         1e-3,
         False,
     )
-    assert (
-        compose_cfg(["protocol=paper", "model=cnn"]).model.name == "cnn"
-    )  # ... unless told otherwise
+    # ... unless told otherwise
+    assert compose_cfg(["protocol=paper", "model=cnn"]).model.name == "cnn"
     monkeypatch.setenv("LADARUN_DATA", "/somewhere/data")
     assert compose_cfg().data_dir == "/somewhere/data"
     monkeypatch.delenv("LADARUN_DATA")
@@ -100,11 +99,12 @@ def test_smoke_run_on_synthetic_writes_the_csv(compose_cfg, tmp_path):
     best = run_from_config(compose_cfg(SMOKE + ["acquisition=var"]), tmp_path)
     table = read_csv(tmp_path / "metrics.csv")
     assert [int(r["iteration"]) for r in table] == [0, 1, 2]
+    # 4 classes x 2, then +4 per iteration
     assert [int(r["n_labeled"]) for r in table] == [
         8,
         12,
         16,
-    ]  # 4 classes x 2, then +4 per iteration
+    ]
     assert list(table[0]) == list(BASE_COLUMNS)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["best_acc"] == pytest.approx(best)

@@ -27,9 +27,8 @@ def test_k_center_greedy_chunks_agree_and_never_repeat_a_point():
     g = torch.Generator().manual_seed(0)
     points, centres = torch.randn(300, 16, generator=g), torch.randn(40, 16, generator=g)
     whole, r_whole = k_center_greedy(points, centres, 12)
-    chunked, r_chunked = k_center_greedy(
-        points, centres, 12, chunk_elements=100
-    )  # 2 rows per chunk
+    # 2 rows per chunk
+    chunked, r_chunked = k_center_greedy(points, centres, 12, chunk_elements=100)
     assert whole.tolist() == chunked.tolist()
     torch.testing.assert_close(r_whole, r_chunked)
     explicit = torch.cdist(points, torch.cat([centres, points[whole]])).min(1).values.max()

@@ -372,9 +372,8 @@ def test_fashion_augment_option_crops_with_its_padding_and_flips() -> None:
     x = torch.randn(64, 1, 28, 28)
     out = transform(x)
     assert out.shape == x.shape and not torch.equal(out, x)
-    inner = x[
-        :, :, 2:-2, 2:-2
-    ]  # every crop of a 2-pixel padding still holds some shift of the centre
+    # every crop of a 2-pixel padding still holds some shift of the centre
+    inner = x[:, :, 2:-2, 2:-2]
     for i in range(64):
         found = any(
             torch.equal(img[:, 2 + dy : 26 + dy, 2 + dx : 26 + dx], inner[i])
@@ -390,6 +389,5 @@ def test_fashion_augment_option_crops_with_its_padding_and_flips() -> None:
 def test_the_cpu_table1_preset_trains_fashion_with_crops_and_flips(compose_cfg) -> None:
     cfg = compose_cfg(["experiment=table1_quick"])
     assert cfg.dataset.name == "fashion" and cfg.dataset.augment is True
-    assert (
-        compose_cfg(["dataset=fashion"]).dataset.augment is False
-    )  # the paper's Fashion: no augmentation
+    # the paper's Fashion: no augmentation
+    assert compose_cfg(["dataset=fashion"]).dataset.augment is False

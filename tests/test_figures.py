@@ -28,9 +28,8 @@ def assert_png(path):
 
 def assert_pdf(path):
     data = path.read_bytes()
-    assert (
-        data.startswith(b"%PDF") and len(data) > 5000 and b"CreationDate" not in data
-    )  # reruns give the same file
+    # reruns give the same file
+    assert data.startswith(b"%PDF") and len(data) > 5000 and b"CreationDate" not in data
 
 
 def test_accuracy_and_virtual_score_figures(tmp_path, capsys):
@@ -65,9 +64,8 @@ def test_accuracy_and_virtual_score_figures(tmp_path, capsys):
 
 def test_no_virtual_score_figure_without_the_column(tmp_path, capsys):
     write_run(tmp_path, acquisition="random")
-    write_run(
-        tmp_path, acquisition="var", dataset="svhn", accs=(20, 30), finished=False
-    )  # unfinished runs count too
+    # unfinished runs count too
+    write_run(tmp_path, acquisition="var", dataset="svhn", accs=(20, 30), finished=False)
     assert main([str(tmp_path), "--out", str(tmp_path / "png")]) == 0
     out = capsys.readouterr()
     written = sorted(p.name for p in (tmp_path / "png").rglob("*.*"))

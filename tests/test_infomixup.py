@@ -115,9 +115,8 @@ def test_selected_pairs_are_the_top_of_eq_15_and_both_members_are_labeled(augmen
     ctx = context(cnn(1, 3, width=4), data)
     candidates = torch.arange(40, 60)  # 10 pairs: (40, 50), (41, 51), ...
     base = torch.tensor([0.1, 0.9, 0.2, 0.3, 0.8, 0.0, 0.5, 0.1, 0.2, 0.4])
-    bonus = torch.tensor(
-        [0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-    )  # the mixed term lifts pair 3
+    # the mixed term lifts pair 3
+    bonus = torch.tensor([0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     acq = HandAcquisition(base, bonus)
     chosen = augment.choose_query(acq, ctx, candidates, 6)  # 3 pairs
     assert acq.prepared == 1
@@ -126,9 +125,8 @@ def test_selected_pairs_are_the_top_of_eq_15_and_both_members_are_labeled(augmen
     )
     # totals: pair 3 -> 1.2, pair 1 -> 0.9, pair 4 -> 0.8; then pair 6 -> 0.5
     assert sorted(chosen.tolist()) == sorted([41, 51, 43, 53, 44, 54])
-    assert augment.metrics()["virtual_score"] == pytest.approx(
-        0.3
-    )  # mean bonus of the selected pairs
+    # mean bonus of the selected pairs
+    assert augment.metrics()["virtual_score"] == pytest.approx(0.3)
 
 
 def test_no_gradient_reaches_the_classifier_during_policy_training():
@@ -143,12 +141,10 @@ def test_no_gradient_reaches_the_classifier_during_policy_training():
     )
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert all(
-        torch.equal(a, b) for a, b in zip(buffers, model.buffers())
-    )  # eval mode: BN stats untouched
-    assert model.training and all(
-        p.requires_grad for p in model.parameters()
-    )  # restored afterwards
+    # eval mode: BN stats untouched
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))
+    # restored afterwards
+    assert model.training and all(p.requires_grad for p in model.parameters())
 
 
 def test_fixed_variant_has_no_policy(monkeypatch):
@@ -297,9 +293,8 @@ def test_manifold_mixup_selects_by_the_acquisition_alone_and_mixes_the_new_point
     chosen = aug.choose_query(MaxEntropy(), ctx, candidates, 10)
     assert sorted(chosen.tolist()) == sorted(plain.tolist())
     m = aug.metrics()
-    assert (
-        m["mix_layer"] in (1, 2) and m["tau_mean"] == 2.0 and 0 <= m["virtual_score"] <= 2
-    )  # log2(3) bits max
+    # log2(3) bits max
+    assert m["mix_layer"] in (1, 2) and m["tau_mean"] == 2.0 and 0 <= m["virtual_score"] <= 2
     aug.begin_iteration(ctx, chosen)
     calls = []
 
@@ -312,13 +307,11 @@ def test_manifold_mixup_selects_by_the_acquisition_alone_and_mixes_the_new_point
     aug.extra_step(model, None)
     for first, second, lam, k in calls:
         pairs = torch.cat([first, second])
-        assert sorted(pairs.tolist()) == sorted(
-            chosen.tolist()
-        )  # 5 disjoint pairs of the new points
+        # 5 disjoint pairs of the new points
+        assert sorted(pairs.tolist()) == sorted(chosen.tolist())
         assert lam.shape == (5,) and bool(((lam > 0) & (lam < 1)).all()) and k == m["mix_layer"]
-    assert not torch.equal(calls[0][0], calls[1][0]) or not torch.equal(
-        calls[0][1], calls[1][1]
-    )  # re-paired
+    # re-paired
+    assert not torch.equal(calls[0][0], calls[1][0]) or not torch.equal(calls[0][1], calls[1][1])
 
 
 ROWS = {

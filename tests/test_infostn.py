@@ -19,16 +19,16 @@ from ladarun.models import cnn
 
 
 def test_stn_sizes_match_the_paper():
-    assert (
-        count_parameters(SpatialTransformer(1, 28)) == 5_520
-    )  # the paper's "STN 5K" (Fashion-MNIST)
+    # the paper's "STN 5K" (Fashion-MNIST)
+    assert count_parameters(SpatialTransformer(1, 28)) == 5_520
     assert count_parameters(SpatialTransformer(3, 32)) == 8_544
+    # small images are padded
     assert SpatialTransformer(1, 8)(torch.randn(2, 1, 8, 8)).shape == (
         2,
         1,
         8,
         8,
-    )  # small images are padded
+    )
 
 
 @pytest.mark.parametrize("shape", [(1, 28), (3, 32), (1, 8)])
@@ -117,9 +117,8 @@ def test_selection_is_the_top_of_the_look_ahead_score(augment):
     chosen = aug.choose_query(MaxEntropy(), ctx, candidates, 10)
     x = data.x_train[candidates]
     with torch.no_grad():
-        score = MaxEntropy().score_logits(model(x)) + MaxEntropy().score_logits(
-            model(aug._stn(x))
-        )  # Eq. 7
+        # Eq. 7
+        score = MaxEntropy().score_logits(model(x)) + MaxEntropy().score_logits(model(aug._stn(x)))
     expected = candidates[torch.topk(score, 10).indices]
     assert sorted(chosen.tolist()) == sorted(expected.tolist())
     with torch.no_grad():
@@ -137,9 +136,8 @@ def test_classifier_is_frozen_during_stn_training_and_restored_after():
         augment.choose_query(MaxEntropy(), context(model, data), torch.arange(6, 66), 10)
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(params, model.parameters()))
-    assert all(
-        torch.equal(a, b) for a, b in zip(buffers, model.buffers())
-    )  # eval mode: BN statistics untouched
+    # eval mode: BN statistics untouched
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))
     assert model.training and all(p.requires_grad for p in model.parameters())
 
 
@@ -162,21 +160,18 @@ def test_training_steps_on_the_transformed_acquired_points_with_hard_labels(monk
     assert aug.extra_step(model, None)[1] == 10
     x, y = seen[0]
     assert not torch.allclose(x, data.x_train[chosen])  # transformed ...
-    torch.testing.assert_close(
-        x, aug._stn(data.x_train[chosen]).detach()
-    )  # ... by this iteration's STN
+    # ... by this iteration's STN
+    torch.testing.assert_close(x, aug._stn(data.x_train[chosen]).detach())
     assert torch.equal(y, data.y_train[chosen])  # hard labels: the transform preserves the class
     monkeypatch.undo()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
     loss, n = aug.extra_step(model, opt)
     assert n == 10 and torch.isfinite(loss)
-    assert any(
-        not torch.equal(a, b) for a, b in zip(before, model.parameters())
-    )  # the classifier learns
-    assert all(
-        torch.equal(a, b) for a, b in zip(stn_before, aug._stn.parameters())
-    )  # phi stays frozen
+    # the classifier learns
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # phi stays frozen
+    assert all(torch.equal(a, b) for a, b in zip(stn_before, aug._stn.parameters()))
 
 
 class NaNWhileTraining(Acquisition):

@@ -66,11 +66,12 @@ def test_cnn_stages_and_pool_grid_options():
     new = cnn(in_channels=1, num_classes=10).eval()
     assert new.num_stages == 5 and tuple(new.features(x, 5).shape[1:]) == (128, 4, 4)
     assert new.embed_dim == 512 and new.embed(x).shape == (2, 512)
+    # LADA's mixing layers keep full-size maps
     assert tuple(new.features(x, 2).shape[1:]) == (
         16,
         28,
         28,
-    )  # LADA's mixing layers keep full-size maps
+    )
     old = cnn(in_channels=1, num_classes=10, stages=4, pool_grid=1).eval()
     assert old.num_stages == 4 and old.embed_dim == 64 and old.embed(x).shape == (2, 64)
     assert n_params(old) == 26_394  # the CNN of results committed before the learner changed

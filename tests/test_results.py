@@ -19,9 +19,8 @@ def test_results_folders_exist():
 
 @pytest.mark.parametrize("folder", RESULTS, ids=[p.name for p in RESULTS])
 def test_committed_runs_regenerate_the_committed_table(folder: Path, tmp_path, monkeypatch):
-    monkeypatch.chdir(
-        REPO
-    )  # as `make table1 RUNS=results/<name>` runs it: the heading names the folder
+    # as `make table1 RUNS=results/<name>` runs it: the heading names the folder
+    monkeypatch.chdir(REPO)
     assert table_main([str(folder.relative_to(REPO)), "--paper", "--out", str(tmp_path)]) == 0
     for name in ("table1.md", "table1.csv", "table1.tex"):
         assert (tmp_path / name).read_text() == (folder / name).read_text(), (

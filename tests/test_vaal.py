@@ -107,9 +107,8 @@ def test_vaal_scores_on_batch_statistics_and_leaves_the_running_ones_untouched()
     after = acq.vae.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "scoring moved a BatchNorm buffer"
     norms = [m for m in acq.vae.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert not acq.vae.training and all(
-        not m.training and m.track_running_stats for m in norms
-    )  # modes restored
+    # modes restored
+    assert not acq.vae.training and all(not m.training and m.track_running_stats for m in norms)
     # Batch statistics, batch by batch: 120 candidates in ceil(120 / 8) = 15 batches of 8, in order.
     reference = copy.deepcopy(acq.vae).train()
     with torch.no_grad():

@@ -45,9 +45,8 @@ LAUNCHER_PLUGINS = {
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """Instantiate an option from its ``_target_``; ``name`` is the option's label, not an argument."""
-    params = cast(
-        dict[str, Any], OmegaConf.to_container(node, resolve=True)
-    )  # a DictConfig gives a dict
+    # a DictConfig gives a dict
+    params = cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))
     params.pop("name", None)
     try:
         return instantiate(params, **kwargs)
@@ -61,8 +60,16 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     """Build dataset, model, acquisition, augmentation and protocol from ``cfg`` and run them.
 
     A finished run of the same config in ``out_dir`` is skipped; an unfinished one with a
-    checkpoint resumes after its last finished iteration.
+    checkpoint resumes after its last finished iteration. Only one process at a time runs a
+    directory: a second one stops at once (RunLockedError).
     """
+    from .state import run_lock
+
+    with run_lock(Path(out_dir)):
+        return _run_locked(cfg, Path(out_dir))
+
+
+def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
     from .state import (
         CHECKPOINT,
         FAILURE,
@@ -73,10 +80,8 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
         write_json_atomic,
     )
 
-    out_dir = Path(out_dir)
-    config = cast(
-        dict[str, Any], OmegaConf.to_container(cfg, resolve=True)
-    )  # a DictConfig gives a dict
+    # A DictConfig gives a dict.
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     done = check_existing(out_dir, config)
     if done is not None:
         log.info(

@@ -11,3 +11,7 @@ class ConfigError(LadarunError):
 
 class DataNotFoundError(LadarunError):
     """A dataset's files are missing and could not be downloaded."""
+
+
+class RunLockedError(LadarunError):
+    """Another live process is running the same run directory."""

@@ -60,9 +60,8 @@ class RunOptions:
         None  # identifies the configuration; another one's checkpoint is refused
     )
     speed: SpeedOptions = field(default_factory=SpeedOptions)
-    run_info: dict[str, Any] = field(
-        default_factory=dict
-    )  # stored in summary.json as is (the resolved config)
+    # stored in summary.json as is (the resolved config)
+    run_info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -252,9 +251,8 @@ def write_summary(
         {
             "best_acc": summary.best_acc,
             "final_acc": summary.final_acc,
-            "area": learning_curve_area(
-                summary.metrics_path
-            ),  # mean test accuracy over iterations 0..N (metrics.csv)
+            # mean test accuracy over iterations 0..N (metrics.csv)
+            "area": learning_curve_area(summary.metrics_path),
             "n_labeled": summary.n_labeled,
             "iterations": summary.iterations,
             "total_s": round(summary.total_s, 3),

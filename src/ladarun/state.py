@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import json
 import os
 import random
+import socket
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from .errors import ConfigError
+from .errors import ConfigError, RunLockedError
 
 CHECKPOINT = "checkpoint.pt"
 RUN_CONFIG = "run_config.json"
@@ -32,6 +34,8 @@ METRICS = "metrics.csv"
 # Written into the run directory when a run stops on an error (removed when it runs again), so
 # the aggregator can tell a failed run from one that is still going or was killed.
 FAILURE = "failed.json"
+# Held (an OS lock, released on any exit, even SIGKILL) by the process that runs the directory.
+LOCK = "run.lock"
 
 BASE_COLUMNS = (
     "iteration",
@@ -57,9 +61,11 @@ INDIRECT_KEYS = ("aux",)
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success flush it to disk and rename it over
-    ``path``. A kill mid-write leaves the old file intact (and at worst a stray ``.tmp``)."""
+    ``path``. A kill mid-write leaves the old file intact (and at worst a stray ``.tmp``, which
+    the next run of the directory removes once it holds the run lock)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    # Named for this process: two writers never share a temporary file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     newline = None if "b" in mode else ""  # None: the default, the only value binary mode takes
     with open(tmp, mode, newline=newline) as f:
         yield f
@@ -144,6 +150,61 @@ def learning_curve_area(path: Path) -> float:
     with open(path, newline="") as f:
         accs = [float(r["test_acc"]) for r in csv.DictReader(f)]
     return sum(accs) / len(accs) if accs else float("nan")
+
+
+# --- one process per run directory ----------------------------------------------------------
+def _owner(f: IO[str]) -> str:
+    f.seek(0)
+    return f.read().strip() or "another process"
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir`` while this process runs it.
+
+    A second process on a live run stops at once with RunLockedError, naming the owner. The
+    lock is the kernel's (``flock``): it goes with the process however it ends, so a killed
+    run never leaves a stale lock. Temporary files left by an earlier, killed process are
+    removed once the lock is held (nobody else can be writing them).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    f = open(out_dir / LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = _owner(f)
+        f.close()
+        raise RunLockedError(
+            f"{out_dir} is being run right now by {owner}; wait for it to finish (or stop that "
+            "process), then rerun the same command to resume or skip it"
+        ) from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"PID {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        for stale in out_dir.glob("*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        f.truncate(0)
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def running_owner(out_dir: Path) -> Optional[str]:
+    """Who holds ``out_dir``'s run lock now ("PID 123 on host"), or None when no process does."""
+    path = Path(out_dir) / LOCK
+    if not path.exists():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _owner(f)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
 
 
 # --- the checkpoint -------------------------------------------------------------------------

@@ -156,9 +156,8 @@ class _ClassifierPairScorer(PairScorer):
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         a, b = self.h_first[rows].unsqueeze(0), self.h_second[rows].unsqueeze(0)  # (1, B, C, H, W)
         weight = lam.reshape(*lam.shape, *([1] * (a.dim() - 2))).to(a.dtype)  # (S, B, 1, 1, 1)
-        h = torch.lerp(
-            b, a, weight
-        )  # lam * a + (1 - lam) * b (Eq. 12), broadcast over the S samples
+        # lam * a + (1 - lam) * b (Eq. 12), broadcast over the S samples
+        h = torch.lerp(b, a, weight)
         logits = self.model.forward_from(h.flatten(0, 1), self.k)
         return self.acquisition.score_logits(logits).view(lam.shape)
 

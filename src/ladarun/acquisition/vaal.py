@@ -474,7 +474,6 @@ class _LatentPairScorer(PairScorer):
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         lam = pair_lambdas(lam, rows)
         a, b = self.mu_first[rows], self.mu_second[rows]  # (B, z)
-        mu = torch.lerp(
-            b, a, lam.unsqueeze(-1).to(a.dtype)
-        )  # lam * mu(x_i) + (1 - lam) * mu(x'_i), (..., B, z)
+        # lam * mu(x_i) + (1 - lam) * mu(x'_i), (..., B, z)
+        mu = torch.lerp(b, a, lam.unsqueeze(-1).to(a.dtype))
         return self.acquisition.score_latent(mu)

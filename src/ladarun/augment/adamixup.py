@@ -433,9 +433,8 @@ class AdaMixup(Augment):
         policy, discriminator = self._networks()
         policy.load_state_dict(state["policy"])
         discriminator.load_state_dict(state["discriminator"])
-        self._adam_state = [
-            dict(s) for s in state["adam_state"]
-        ]  # pi and phi join the optimizer at the next step
+        # pi and phi join the optimizer at the next step
+        self._adam_state = [dict(s) for s in state["adam_state"]]
 
 
 def _set_grads(params: list[nn.Parameter], grads) -> None:

@@ -200,9 +200,8 @@ class InfoMixup(Augment):
                 # gradient; drop that pair's gradient rather than poison the whole step.
                 tau.register_hook(lambda g: torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
                 lam = beta(tau).rsample((self.samples,)).clamp(LAMBDA_EPS, 1 - LAMBDA_EPS)  # (N, B)
-                loss = (
-                    -scorer.mixed(lam, rows).mean(0).sum()
-                )  # sum over the batch, mean over the N samples (Eq. 13)
+                # sum over the batch, mean over the N samples (Eq. 13)
+                loss = -scorer.mixed(lam, rows).mean(0).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

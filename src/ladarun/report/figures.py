@@ -99,9 +99,8 @@ def _save(fig: Figure, path: Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     pdf = path.with_suffix(".pdf")
-    fig.savefig(
-        pdf, bbox_inches="tight", metadata={"CreationDate": None}
-    )  # no date: reruns give the same file
+    # no date: reruns give the same file
+    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})
     return [path, pdf]
 
 

@@ -71,9 +71,8 @@ def method_pair(key: str) -> tuple[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"Table 1 row {key!r} has no method config; add {path}")
     choices = {}
-    method = cast(
-        dict[str, Any], OmegaConf.to_container(OmegaConf.load(path))
-    )  # a method config is a mapping
+    # a method config is a mapping
+    method = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(path)))
     for entry in method.get("defaults", []):
         for option, value in entry.items() if isinstance(entry, dict) else ():
             choices[option.removeprefix("override ").strip("/")] = value

@@ -220,9 +220,8 @@ def _read_config(path: Path, summary: Optional[dict]) -> dict[str, Any]:
     """The run's config: Hydra's .hydra/config.yaml, else the copies ladarun writes itself."""
     hydra_config = path / ".hydra" / "config.yaml"
     if hydra_config.is_file():
-        config = OmegaConf.to_container(
-            OmegaConf.load(hydra_config), resolve=False
-        )  # data_dir may be ${oc.env:...}
+        # data_dir may be ${oc.env:...}
+        config = OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=False)
         if not isinstance(config, dict):
             raise ValueError(".hydra/config.yaml is not a mapping")
         return cast(dict[str, Any], config)  # YAML mapping keys are strings

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 from scipy.stats import ttest_ind
 
+from ..state import running_owner
 from .rows import DATASETS, GROUPS, OTHER_GROUP, position, rows
 from .runs import Run, find_run_dirs, flatten, load_run
 
@@ -78,14 +79,12 @@ class AggregateError(Exception):
 class Aggregate:
     cells: pd.DataFrame  # one row per (section, dataset, row, variant)
     runs: list[Run]  # every run found, usable or not
-    table: (
-        pd.DataFrame
-    )  # one row per usable run: run, section, dataset, row, label, is_variant, ...
+    # one row per usable run: run, section, dataset, row, label, is_variant, ...
+    table: pd.DataFrame
     sections: dict[str, str]  # section id -> heading
     notes: list[str] = field(default_factory=list)
-    mismatches: list[str] = field(
-        default_factory=list
-    )  # groups whose rows have different seed counts
+    # groups whose rows have different seed counts
+    mismatches: list[str] = field(default_factory=list)
 
     @property
     def not_finished(self) -> list[Run]:
@@ -498,8 +497,11 @@ def _describe(run: Run) -> tuple[str, str]:
             "failed",
             f"{run.failure.get('error', 'error')}: {run.failure.get('message', '')}; fix it and rerun the same command",
         )
+    owner = running_owner(run.path)
+    if owner is not None:
+        return "incomplete", f"running now ({owner}): wait for it to finish"
     how = "resumes from its checkpoint" if run.checkpoint else "starts again"
-    return "incomplete", f"still running, or stopped: rerun the same command (it {how})"
+    return "incomplete", f"stopped: rerun the same command (it {how})"
 
 
 def _run_rows(agg: Aggregate, root: Path) -> list[dict[str, str]]:
