@@ -185,13 +185,23 @@ def check_launcher(argv: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> Optional[float]:
+    out_dir = HydraConfig.get().runtime.output_dir
     try:
-        return run_from_config(cfg, HydraConfig.get().runtime.output_dir)
+        return run_from_config(cfg, out_dir)
     except LadarunError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # let the launcher record this job as failed; the other jobs go on
         print(f"ladarun: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(
+            f"ladarun: interrupted; {out_dir} keeps every finished iteration: rerun the same "
+            "command to resume",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 def main() -> Optional[float]:

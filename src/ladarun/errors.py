@@ -15,3 +15,7 @@ class DataNotFoundError(LadarunError):
 
 class RunLockedError(LadarunError):
     """Another live process is running the same run directory."""
+
+
+class DamagedFileError(LadarunError):
+    """A file of a run directory cannot be read (truncated, empty or corrupt)."""

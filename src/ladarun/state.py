@@ -18,14 +18,16 @@ import hashlib
 import json
 import os
 import random
+import signal
 import socket
+import threading
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from .errors import ConfigError, RunLockedError
+from .errors import ConfigError, DamagedFileError, RunLockedError
 
 CHECKPOINT = "checkpoint.pt"
 RUN_CONFIG = "run_config.json"
@@ -59,6 +61,26 @@ INDIRECT_KEYS = ("aux",)
 
 
 @contextlib.contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block ends, then raise KeyboardInterrupt.
+
+    torch.save interrupted half-way raises a second error from its own cleanup; deferring the
+    interrupt keeps every file whole and the interrupt a plain KeyboardInterrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success flush it to disk and rename it over
     ``path``. A kill mid-write leaves the old file intact (and at worst a stray ``.tmp``, which
@@ -67,11 +89,11 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     # Named for this process: two writers never share a temporary file.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     newline = None if "b" in mode else ""  # None: the default, the only value binary mode takes
-    with open(tmp, mode, newline=newline) as f:
+    with ctrl_c_deferred(), open(tmp, mode, newline=newline) as f:
         yield f
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+        os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
@@ -248,8 +270,20 @@ class Checkpoint:
             return None
         import torch
 
-        # weights_only=False: the file holds RNG states (NumPy arrays, tuples), and it is our own.
-        state = torch.load(self.path, map_location=device, weights_only=False)
+        try:
+            # weights_only=False: the file holds RNG states (NumPy arrays, tuples); it is our own.
+            state = torch.load(self.path, map_location=device, weights_only=False)
+            missing = {"iteration", "model", "optimizer", "labeled_at", "rng"} - set(state)
+        except Exception as err:  # truncated, empty or not a checkpoint: torch raises many kinds
+            raise DamagedFileError(
+                f"{self.path} is damaged and cannot be resumed from ({type(err).__name__}: {err}); "
+                "delete it to run this configuration again from the start"
+            ) from None
+        if missing:
+            raise DamagedFileError(
+                f"{self.path} lacks {', '.join(sorted(missing))}, so it is not a ladarun checkpoint; "
+                "delete it to run this configuration again from the start"
+            )
         if self.fingerprint is not None and state.get("fingerprint") != self.fingerprint:
             raise ConfigError(
                 f"{self.path} was written by a run with a different configuration; resume it with its own "
@@ -280,13 +314,28 @@ def fingerprint(config: dict) -> str:
     ).hexdigest()[:16]
 
 
+def read_json(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON object from ``path``; a damaged file raises one line naming it and ``fix``."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedFileError(f"{path} is damaged ({err}); {fix}") from None
+    if not isinstance(payload, dict):
+        raise DamagedFileError(f"{path} does not hold a JSON object; {fix}")
+    return payload
+
+
+_REDO = "delete it (and the run's other files) to run this configuration again"
+
+
 def _previous_config(out_dir: Path) -> Optional[dict]:
     """The config of the run already in ``out_dir`` (finished or resumable), if any."""
     summary_path = out_dir / SUMMARY
     if summary_path.exists():
-        return json.loads(summary_path.read_text()).get("run", {}).get("config", {})
+        return read_json(summary_path, _REDO).get("run", {}).get("config", {})
     if (out_dir / CHECKPOINT).exists() and (out_dir / RUN_CONFIG).exists():
-        return json.loads((out_dir / RUN_CONFIG).read_text())
+        # The checkpoint's fingerprint still guards the resume without it.
+        return read_json(out_dir / RUN_CONFIG, "delete it: the run resumes and writes it again")
     return None
 
 
@@ -303,11 +352,12 @@ def check_existing(out_dir: Path, config: dict) -> Optional[float]:
     before, now = comparable(previous), comparable(config)
     if before == now:
         summary_path = out_dir / SUMMARY
-        return (
-            float(json.loads(summary_path.read_text())["best_acc"])
-            if summary_path.exists()
-            else None
-        )
+        if not summary_path.exists():
+            return None
+        best = read_json(summary_path, _REDO).get("best_acc")
+        if not isinstance(best, (int, float)):
+            raise DamagedFileError(f"{summary_path} has no best_acc; {_REDO}")
+        return float(best)
     hydra_config = out_dir / ".hydra" / "config.yaml"
     if hydra_config.exists() and previous:
         # Hydra has just overwritten the earlier run's config with the new one: put it back.
