@@ -10,7 +10,7 @@ import pytest
 
 from helpers import LADARUN, SMOKE, Crash, crash_at_evaluation, read_csv, toy_run
 from ladarun.cli import run_from_config
-from ladarun.errors import DamagedFileError
+from ladarun.errors import ConfigError, DamagedFileError
 
 
 def interrupted_run(tmp_path, monkeypatch):
@@ -80,3 +80,19 @@ def test_ctrl_c_ends_in_one_line_saying_how_to_resume(tmp_path):
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("ladarun: interrupted;") and "rerun the same command to resume" in last
+
+
+def test_an_odd_query_for_a_pair_method_is_refused_before_training(compose_cfg, tmp_path):
+    odd = SMOKE + ["method=ent_infomixup", "protocol.query=3"]
+    with pytest.raises(
+        ConfigError, match=r"protocol.query must be even, got 3; set protocol.query=4"
+    ):
+        run_from_config(compose_cfg(odd), tmp_path)
+    assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "checkpoint.pt").exists()
+    run_from_config(compose_cfg(SMOKE + ["method=ent_infomixup", "protocol.query=4"]), tmp_path)
+    assert [int(r["n_labeled"]) for r in read_csv(tmp_path / "metrics.csv")] == [8, 12, 16]
+
+
+def test_a_seed_that_is_not_an_integer_is_named(compose_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"^seed must be an integer, got 'abc'; set seed=N"):
+        run_from_config(compose_cfg(SMOKE + ["seed=abc"]), tmp_path)

@@ -80,6 +80,8 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
         write_json_atomic,
     )
 
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}; set seed=N, e.g. seed=0")
     # A DictConfig gives a dict.
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     done = check_existing(out_dir, config)
@@ -103,6 +105,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
         acquisition = build(cfg.acquisition)
         augment = build(cfg.augment)
         augment.check_compatible(acquisition, cfg.acquisition.name)
+        augment.check_protocol(protocol)
         model_factory = build(cfg.model, _partial_=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / RUN_CONFIG, config)

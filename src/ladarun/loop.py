@@ -95,6 +95,7 @@ def run_active_learning(
     summary.json is written, unless ``options.keep_checkpoint``.
     """
     augment, options = augment or NoAugment(), options or RunOptions()
+    augment.check_protocol(protocol)  # before anything is written or trained
     out_dir, speed = Path(out_dir), options.speed
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = Checkpoint(out_dir / CHECKPOINT, options.fingerprint)

@@ -24,6 +24,7 @@ import torch
 
 from ..acquisition.base import Acquisition, AcquisitionContext
 from ..errors import ConfigError
+from ..protocol import Protocol
 
 
 class Augment:
@@ -39,6 +40,10 @@ class Augment:
                 f"drive the look-ahead augmentation {type(self).__name__}; use acquisition=ent, var, vaal or bald "
                 f"with it, or augment=none with {acquisition_name}"
             )
+
+    def check_protocol(self, protocol: Protocol) -> None:
+        """Raise ConfigError when this augmentation cannot run ``protocol`` (checked before a
+        run writes or trains anything)."""
 
     def choose_query(
         self,

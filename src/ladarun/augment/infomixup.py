@@ -29,6 +29,7 @@ import torch
 from ..acquisition.base import Acquisition, AcquisitionContext, PairScorer, top_k
 from ..errors import ConfigError
 from ..models.staged import StagedClassifier
+from ..protocol import Protocol
 from .base import Augment
 from .mixing import LAMBDA_EPS, beta, virtual_step
 from .policy import LambdaNet, count_parameters
@@ -112,6 +113,13 @@ class InfoMixup(Augment):
         self._k = 0
         self._metrics: dict[str, float] = {}
         self._policy_size: Optional[tuple[int, int]] = None  # (in_channels, map size) last seen
+
+    def check_protocol(self, protocol: Protocol) -> None:
+        if protocol.query % 2:
+            raise ConfigError(
+                f"{type(self).__name__} labels pairs: protocol.query must be even, got "
+                f"{protocol.query}; set protocol.query={protocol.query + 1}"
+            )
 
     # --- acquisition -----------------------------------------------------------------------
     def choose_query(
