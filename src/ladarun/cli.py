@@ -70,6 +70,7 @@ def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
 
 
 def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
+    """run_from_config's work, under the run lock: guard the directory, build, run, record."""
     from .state import (
         CHECKPOINT,
         FAILURE,
