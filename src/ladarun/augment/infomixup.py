@@ -115,10 +115,13 @@ class InfoMixup(Augment):
         self._policy_size: Optional[tuple[int, int]] = None  # (in_channels, map size) last seen
 
     def check_protocol(self, protocol: Protocol) -> None:
-        if protocol.query % 2:
+        self._check_even(protocol.query)
+
+    def _check_even(self, query: int) -> None:
+        if query % 2:
             raise ConfigError(
                 f"{type(self).__name__} labels pairs: protocol.query must be even, got "
-                f"{protocol.query}; set protocol.query={protocol.query + 1}"
+                f"{query}; set protocol.query={query + 1}"
             )
 
     # --- acquisition -----------------------------------------------------------------------
@@ -129,10 +132,7 @@ class InfoMixup(Augment):
         candidates: torch.Tensor,
         budget: int,
     ) -> torch.Tensor:
-        if budget % 2:
-            raise ConfigError(
-                f"{type(self).__name__} labels pairs: protocol.query must be even, got {budget}"
-            )
+        self._check_even(budget)  # also when called directly, without check_protocol
         n_pairs = candidates.numel() // 2
         if n_pairs < budget // 2:
             raise ConfigError(
