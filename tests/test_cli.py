@@ -174,7 +174,9 @@ def test_smoke_run_on_real_fashion_mnist(compose_cfg, tmp_path):
 def test_console_script_runs_into_the_deterministic_run_dir(tmp_path):
     res = ladarun(*SMOKE, "acquisition=random", "seed=3", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    run_dir = tmp_path / "outputs" / "synthetic" / "random-none" / "seed3"
+    # The fixed part names dataset, acquisition-augment and seed; protocol=smoke, a non-default
+    # setting, adds its own folder.
+    run_dir = tmp_path / "outputs" / "synthetic" / "random-none" / "protocol=smoke" / "seed3"
     assert len(read_csv(run_dir / "metrics.csv")) == 3
     assert (run_dir / "summary.json").exists()
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").acquisition.name == "random"

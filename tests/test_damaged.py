@@ -70,7 +70,15 @@ def test_ctrl_c_ends_in_one_line_saying_how_to_resume(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("LADARUN_DATA", None)
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "outputs" / "synthetic" / "ent-none" / "seed0" / "metrics.csv"
+    metrics = (
+        tmp_path
+        / "outputs"
+        / "synthetic"
+        / "ent-none"
+        / "protocol.epochs=2,protocol.iterations=40,protocol=smoke"
+        / "seed0"
+        / "metrics.csv"
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and len(read_csv(metrics)) >= 2):
         time.sleep(0.2)

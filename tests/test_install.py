@@ -112,4 +112,6 @@ def test_a_wheel_installed_into_a_fresh_environment_runs_from_an_empty_directory
         text=True,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert (empty / "outputs" / "digits" / "ent-none" / "seed0" / "summary.json").exists()
+    assert (
+        empty / "outputs" / "digits" / "ent-none" / "protocol=smoke" / "seed0" / "summary.json"
+    ).exists()

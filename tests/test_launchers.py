@@ -15,7 +15,10 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def finished_seeds(root: Path) -> list[str]:
-    return sorted(p.parent.name for p in root.glob("outputs/synthetic/ent-none/seed*/summary.json"))
+    return sorted(
+        p.parent.name
+        for p in root.glob("outputs/synthetic/ent-none/protocol=smoke/seed*/summary.json")
+    )
 
 
 @pytest.mark.slow
@@ -58,11 +61,12 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
         env_extra=ONE_THREAD,
     )
     assert res.returncode != 0  # the sweep reports the failure ...
+    variant = "protocol.pool_subset=null,protocol.query=100,protocol=smoke"
     assert "set protocol.iterations <= 1" in res.stderr
     assert (
-        tmp_path / "outputs" / "digits" / "ent-none" / "seed0" / "summary.json"
+        tmp_path / "outputs" / "digits" / "ent-none" / variant / "seed0" / "summary.json"
     ).exists()  # ... after job 1 ran
-    failed = tmp_path / "outputs" / "synthetic" / "ent-none" / "seed0"
+    failed = tmp_path / "outputs" / "synthetic" / "ent-none" / variant / "seed0"
     assert json.loads((failed / FAILURE).read_text())["error"] == "ConfigError"
     from ladarun.report.table import aggregate
 

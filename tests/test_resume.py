@@ -100,6 +100,8 @@ def test_checkpoint_false_writes_none(tmp_path, monkeypatch):
 
 
 WALL_CLOCK = ("acquire_s", "train_s", "eval_s", "iter_s")
+# The run folder of the killed run's non-default settings (state.run_variant).
+VARIANT = "protocol.epochs=2,protocol.iterations=40,+3-b34e795c"  # a long name ends in a hash
 
 
 @pytest.mark.slow
@@ -123,7 +125,7 @@ def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
     env.pop("LADARUN_DATA", None)
     (tmp_path / "killed").mkdir()
     (tmp_path / "straight").mkdir()
-    run_dir = tmp_path / "killed" / "outputs" / "synthetic" / "ent-none" / "seed1"
+    run_dir = tmp_path / "killed" / "outputs" / "synthetic" / "ent-none" / VARIANT / "seed1"
     straight = subprocess.Popen(
         args,
         cwd=tmp_path / "straight",
@@ -157,7 +159,14 @@ def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
     assert summary["resumed_at"] and summary["resumed_at"][0] >= 2
     assert straight.wait(timeout=300) == 0, straight.stderr.read()
     reference = read_csv(
-        tmp_path / "straight" / "outputs" / "synthetic" / "ent-none" / "seed1" / "metrics.csv"
+        tmp_path
+        / "straight"
+        / "outputs"
+        / "synthetic"
+        / "ent-none"
+        / VARIANT
+        / "seed1"
+        / "metrics.csv"
     )
     assert list(resumed[0]) == list(reference[0])
     without_time = lambda rows: [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in rows]

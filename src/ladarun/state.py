@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import threading
@@ -53,7 +54,15 @@ BASE_COLUMNS = (
 
 # Config keys that may differ between two invocations of the same run: where data lives, the
 # progress bar, checkpointing, and the labels of the Table 1 row or sweep preset that chose it.
-OPERATIONAL_KEYS = ("data_dir", "progress", "checkpoint", "keep_checkpoint", "method", "experiment")
+OPERATIONAL_KEYS = (
+    "data_dir",
+    "progress",
+    "checkpoint",
+    "keep_checkpoint",
+    "method",
+    "experiment",
+    "logger",
+)
 # ``aux`` holds a protocol's budgets for auxiliary networks; an option that uses one copies the
 # value into its own node (acquisition.steps: ${aux.vaal_steps}), where the comparison sees it.
 # Comparing ``aux`` itself would make a change of VAAL's budget refuse every finished row.
@@ -299,6 +308,50 @@ class Checkpoint:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+# --- naming a run directory -----------------------------------------------------------------
+# Overrides already named by a run directory's fixed part: <dataset>/<acquisition>-<augment>/seed<seed>.
+NAMED_KEYS = ("dataset", "acquisition", "augment", "seed")
+# A variant name longer than this keeps a readable head and ends in a hash of the whole.
+MAX_VARIANT_CHARS = 80
+
+
+def run_variant(overrides: Iterable[str]) -> str:
+    """The folder (with a trailing "/") that keeps a run's non-default settings apart, or "".
+
+    ``overrides`` are the run's command-line overrides (Hydra's ``hydra.overrides.task``). Those
+    the fixed part of the path already names (dataset, acquisition, augment and seed options) and
+    those that never change results (OPERATIONAL_KEYS: data_dir, progress, method, experiment...)
+    are left out; the rest, sorted, name the folder: ``protocol.lr=0.001,protocol.epochs=5/``. So
+    every setting a sweep varies lands in its own folder, the same command always lands in the
+    same one, and a sweep preset with no other overrides keeps the plain layout. A name over
+    MAX_VARIANT_CHARS characters keeps the settings that fit, then "+N" (how many more) and an
+    8-character hash of the whole: ``protocol.epochs=2,protocol.iterations=40,+3-b34e795c/``.
+    """
+    kept = []
+    for override in overrides:
+        key, sep, value = str(override).partition("=")
+        name = key.lstrip("+~").split("@")[0]
+        top = name.split(".")[0].split("/")[0]
+        if name in NAMED_KEYS or top in OPERATIONAL_KEYS or top == "hydra":
+            continue
+        kept.append(f"{key}={value}" if sep else key)  # "~key" (a deletion) has no value
+    if not kept:
+        return ""
+    # "/" would nest folders; spaces and quotes make paths awkward in shells.
+    items = [re.sub(r"[/\\\s'\"]+", "_", item) for item in sorted(kept)]
+    text = ",".join(items)
+    if len(text) > MAX_VARIANT_CHARS:
+        # Whole settings while they fit, then how many more and a hash of them all.
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        head: list[str] = []
+        for item in items:
+            if len(",".join(head + [item])) > MAX_VARIANT_CHARS - 20:
+                break
+            head.append(item)
+        text = ",".join(head + [f"+{len(items) - len(head)}-{digest}"])
+    return text + "/"
 
 
 # --- guarding a run directory ---------------------------------------------------------------

@@ -5,5 +5,20 @@ augment, protocol, method, experiment, hydra/launcher) whose files are its optio
 """
 
 from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent
+
+
+def _run_variant(overrides: Any) -> str:
+    from ..state import run_variant  # numpy: only when a run directory is named
+
+    return run_variant(overrides or ())
+
+
+# ``${ladarun.run_variant:${hydra.overrides.task}}`` in hydra.run.dir and hydra.sweep.subdir:
+# a folder per non-default setting (state.run_variant). Registered here, where the configs are,
+# so every composition (the CLI, the compose API, the tests) resolves the same run directory.
+OmegaConf.register_new_resolver("ladarun.run_variant", _run_variant, replace=True)
