@@ -1,9 +1,9 @@
 """``ladarun``: compose a config with Hydra and hand it to the active-learning loop.
 
-This is the only module that imports Hydra. ``run_from_config`` builds every object from a
-composed config and calls the loop; it works on a config composed with Hydra's compose API
-too (the tests do). torch and the domain code are imported only when a run starts, so
-``ladarun --help`` and ``ladarun --cfg job`` answer at once.
+This and api.py (its Python twin) are the only modules that import Hydra. ``run_from_config``
+builds every object from a composed config and calls the loop; it works on a config composed
+with Hydra's compose API too (the tests, ladarun.run). torch and the domain code are imported
+only when a run starts, so ``ladarun --help`` and ``ladarun --cfg job`` answer at once.
 """
 
 from __future__ import annotations
@@ -208,10 +208,45 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
         sys.exit(130)
 
 
-def main() -> Optional[float]:
-    """The ``ladarun`` console script."""
+# Hydra flags after which nothing runs (print the config, help or info), so a sweep preset
+# composed without -m is fine there.
+_NO_RUN_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "-sc"}
+
+
+def check_single_run(argv: list[str]) -> None:
+    """Raise ConfigError for a sweep preset (``experiment=...``) given without ``-m``.
+
+    Without -m Hydra ignores the preset's hydra.sweeper.params and silently runs one default run.
+    Only composed when an experiment is chosen; a config that does not compose here is left for
+    Hydra to report.
+    """
+    if {"-m", "--multirun"} & set(argv) or _NO_RUN_FLAGS & set(argv):
+        return
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    if not any(o.lstrip("+~").split("=", 1)[0] == "experiment" for o in overrides):
+        return
+    from .api import compose, sweep_preset_error  # pandas: only when an experiment is chosen
+
     try:
-        check_launcher(sys.argv[1:])
+        cfg = compose(overrides)
+    except ConfigError:
+        return
+    message = sweep_preset_error(cfg, overrides)
+    if message is not None:
+        raise ConfigError(message)
+
+
+def main() -> Optional[float]:
+    """The ``ladarun`` console script (also ``python -m ladarun``)."""
+    argv = sys.argv[1:]
+    if "--version" in argv:  # ladarun's version, not Hydra's
+        from . import __version__
+
+        print(f"ladarun {__version__}")
+        return None
+    try:
+        check_launcher(argv)
+        check_single_run(argv)
     except ConfigError as err:
         print(f"ladarun: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,5 @@
+"""``python -m ladarun``: the ``ladarun`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,198 @@
+"""ladarun from Python: ``ladarun.run`` and ``ladarun.load_runs``, for notebooks and scripts.
+
+``run`` composes the packaged config with Hydra's compose API, exactly as the ``ladarun``
+command does (same overrides, same run folder from ``hydra.run.dir``, same skip-or-resume
+rules), runs it in this process and returns what it wrote. ``load_runs`` reads every run under
+a folder into one tidy pandas DataFrame. torch is imported only when a run starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, cast
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError, DamagedFileError
+from .report.runs import Run, flatten, load_run
+from .report.runs import load_runs as _load_run_list
+
+# Hydra's default job log format, so ladarun.log reads the same from the API as from the CLI.
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+@dataclass
+class RunResult:
+    """What one run wrote to its folder: the summary, the metrics and the folder itself."""
+
+    dir: Path
+    summary: dict[str, Any]  # summary.json: best/final accuracy, area, device, versions, config
+    metrics: pd.DataFrame  # metrics.csv: one row per iteration
+    config: dict[str, Any]  # the run's resolved config
+
+    @property
+    def best_acc(self) -> float:
+        return float(self.summary["best_acc"])
+
+    @property
+    def final_acc(self) -> float:
+        return float(self.summary["final_acc"])
+
+    @property
+    def queries(self) -> Optional[pd.DataFrame]:
+        """queries.csv (one row per labeled point) when the run wrote one."""
+        path = self.dir / "queries.csv"
+        return pd.read_csv(path) if path.is_file() else None
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """ladarun's config for ``overrides``, with its ``hydra`` node, as the CLI composes it.
+
+    Hydra's errors (an unknown option, a sweep value such as ``seed=0,1``) become one-line
+    ConfigErrors.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    from .conf import CONF_DIR
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(
+                config_name="config", overrides=list(overrides), return_hydra_config=True
+            )
+    except (HydraException, OmegaConfBaseException) as err:
+        # Hydra's message, without the search path it appends, on one line.
+        text = str(err).split("Config search path")[0]
+        raise ConfigError(" ".join(text.split())) from None
+
+
+def sweep_preset_error(cfg: DictConfig, overrides: Sequence[str]) -> Optional[str]:
+    """The message for a sweep preset composed as a single run, or None when it is not one.
+
+    An ``experiment=...`` preset that sets ``hydra.sweeper.params`` is a sweep; without ``-m``
+    Hydra would ignore those params and quietly run the one default run instead.
+    """
+    params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    if not params:
+        return None
+    chosen = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == "experiment"]
+    what = chosen[0] if chosen else "this config"
+    return (
+        f"{what} is a sweep preset (it sweeps {', '.join(params)}); add -m to run it: "
+        f"ladarun -m {' '.join(overrides)}"
+    )
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """ladarun's log records at INFO into ``path`` for the duration, as Hydra's job logging does."""
+    logger = logging.getLogger("ladarun")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(level)
+
+
+def run(overrides: Sequence[str] = ()) -> RunResult:
+    """Run ladarun with command-line style ``overrides`` and return what the run wrote.
+
+    ``ladarun.run(["dataset=fashion", "method=ent_infomixup", "seed=1"])`` is
+    ``ladarun dataset=fashion method=ent_infomixup seed=1``: the same config, the same run folder
+    (relative to the working directory; ``hydra.run.dir=...`` moves it), and a finished run is
+    read back instead of run again. Raises ladarun's errors (ConfigError, DataNotFoundError...)
+    with the message the CLI prints. Sweeps (``-m``, sweep presets) stay with the CLI: loop
+    over ``run`` for several settings.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from .cli import run_from_config
+
+    overrides = list(overrides)
+    cfg = compose(overrides)
+    message = sweep_preset_error(cfg, overrides)
+    if message is not None:
+        raise ConfigError(message + " (ladarun.run runs one setting: loop over it for several)")
+    # ${hydra:...} interpolations in the config resolve against this, as they do under @hydra.main.
+    HydraConfig.instance().set_config(cfg)
+    try:
+        out_dir = Path(str(cfg.hydra.run.dir))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"hydra.run.dir does not resolve: {' '.join(str(err).split())}") from None
+    with open_dict(cfg):
+        del cfg["hydra"]  # the job's config, as @hydra.main hands it to the task
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # .hydra/ as the CLI leaves it: the run folder's config for ladarun-table and a rerun.
+    hydra_dir = out_dir / ".hydra"
+    hydra_dir.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+    with _log_to(out_dir / "ladarun.log"):
+        run_from_config(cfg, out_dir)
+    done = load_run(out_dir)
+    if done.problem is not None or done.summary is None or done.metrics is None:
+        raise DamagedFileError(f"{out_dir}: {done.problem or 'no summary.json after the run'}")
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    return RunResult(dir=out_dir, summary=done.summary, metrics=done.metrics, config=config)
+
+
+def _resolved(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its interpolations resolved where they can be (``${oc.env:...}`` may not)."""
+    try:
+        return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.create(config), resolve=True))
+    except OmegaConfBaseException:
+        return config
+
+
+def _frame(run: Run, root: Path) -> pd.DataFrame:
+    assert run.metrics is not None
+    config = flatten({k: v for k, v in _resolved(run.config).items() if k != "hydra"})
+    ident = {
+        "run": str(run.path.relative_to(root)) if run.path != root else ".",
+        "status": run.status,
+        "row": run.row.key,
+        "label": run.row.label,
+    }
+    columns = {**ident, **config}
+    head = pd.DataFrame({k: [v] * len(run.metrics) for k, v in columns.items()})
+    return pd.concat([head, run.metrics.reset_index(drop=True)], axis=1)
+
+
+def load_runs(folder: Path | str = "outputs") -> pd.DataFrame:
+    """Every run under ``folder`` as one tidy DataFrame: one row per run and iteration.
+
+    Columns: ``run`` (the run's folder, relative to ``folder``), ``status`` (finished,
+    incomplete or failed), ``row`` and ``label`` (its Table 1 row), its config flattened to
+    dotted keys (``dataset.name``, ``protocol.iterations``, ``seed``...), then its metrics.csv
+    columns (``iteration``, ``n_labeled``, ``test_acc``, ``best_acc``..., each method's own).
+    Unfinished runs contribute the iterations they finished; runs that cannot be read are left
+    out with a warning that says why.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder; pass the folder that holds the runs")
+    frames = []
+    for found in _load_run_list(root):
+        if found.problem is not None:
+            warnings.warn(f"{found.path} left out: {found.problem}", stacklevel=2)
+        elif found.metrics is not None and len(found.metrics):
+            frames.append(_frame(found, root))
+    if not frames:
+        return pd.DataFrame(columns=["run", "status", "row", "label", "iteration"])
+    return pd.concat(frames, ignore_index=True)
