@@ -62,6 +62,10 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
     )
     assert res.returncode != 0  # the sweep reports the failure ...
     variant = "protocol.pool_subset=null,protocol.query=100,protocol=smoke"
+    # One summary line per failed job, naming its folder and the fix; no traceback.
+    assert "ladarun: 1 of 2 jobs failed:" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"/{variant}/seed0: 2 iterations x query 100" in res.stderr
     assert "set protocol.iterations <= 1" in res.stderr
     assert (
         tmp_path / "outputs" / "digits" / "ent-none" / variant / "seed0" / "summary.json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, cast
 
@@ -56,20 +57,55 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
+@dataclass
+class Parts:
+    """What a run is built from, checked before anything is written (``check_settings``)."""
+
+    protocol: Any
+    acquisition: Any
+    augment: Any
+    model_factory: Any
+    source: Any  # the dataset source; its files are read once the run holds its directory
+    loggers: list[Any]  # the logger group's trackers (tracking.py); csv needs none
+
+
+def check_settings(cfg: DictConfig) -> Parts:
+    """Build every part that needs no data and check the settings; raise ConfigError on the first
+    impossible one. Nothing is written and nothing trains before this has passed."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}; set seed=N, e.g. seed=0")
+    protocol = build(cfg.protocol)
+    acquisition = build(cfg.acquisition)
+    augment = build(cfg.augment)
+    augment.check_compatible(acquisition, cfg.acquisition.name)
+    augment.check_protocol(protocol)
+    return Parts(
+        protocol=protocol,
+        acquisition=acquisition,
+        augment=augment,
+        model_factory=build(cfg.model, _partial_=True),
+        source=build(cfg.dataset, name=cfg.dataset.name),
+        # a missing optional package (tensorboard, mlflow) stops the run here, naming its extra
+        loggers=[build(n) for n in (cfg.get("logger") or {}).values() if "_target_" in n],
+    )
+
+
 def run_from_config(cfg: DictConfig, out_dir: Path | str) -> float:
     """Build dataset, model, acquisition, augmentation and protocol from ``cfg`` and run them.
 
-    A finished run of the same config in ``out_dir`` is skipped; an unfinished one with a
-    checkpoint resumes after its last finished iteration. Only one process at a time runs a
-    directory: a second one stops at once (RunLockedError).
+    Settings are checked first (check_settings), before anything is written. A finished run of
+    the same config in ``out_dir`` is skipped; an unfinished one with a checkpoint resumes after
+    its last finished iteration. Only one process at a time runs a directory: a second one stops
+    at once (RunLockedError).
     """
     from .state import run_lock
 
+    parts = check_settings(cfg)
     with run_lock(Path(out_dir)):
-        return _run_locked(cfg, Path(out_dir))
+        return _run_locked(cfg, Path(out_dir), parts)
 
 
-def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
+def _run_locked(cfg: DictConfig, out_dir: Path, parts: Parts) -> float:
     """run_from_config's work, under the run lock: guard the directory, build, run, record."""
     from .state import (
         CHECKPOINT,
@@ -81,8 +117,6 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
         write_json_atomic,
     )
 
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}; set seed=N, e.g. seed=0")
     # A DictConfig gives a dict.
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     done = check_existing(out_dir, config)
@@ -92,7 +126,9 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
         )
         return done
     from .loop import RunOptions, run_active_learning  # torch: only for a run that goes ahead
-    from .runtime import SpeedOptions, resolve_device
+    from .runtime import SpeedOptions, resolve_device, use_slurm_threads
+
+    use_slurm_threads()  # a Slurm task runs as many threads as it has CPUs
 
     if (out_dir / METRICS).exists() and not (cfg.checkpoint and (out_dir / CHECKPOINT).exists()):
         log.warning(
@@ -102,15 +138,9 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
     (out_dir / FAILURE).unlink(missing_ok=True)
     try:
         device = resolve_device(cfg.device)
-        protocol = build(cfg.protocol)
-        acquisition = build(cfg.acquisition)
-        augment = build(cfg.augment)
-        augment.check_compatible(acquisition, cfg.acquisition.name)
-        augment.check_protocol(protocol)
-        model_factory = build(cfg.model, _partial_=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / RUN_CONFIG, config)
-        data = build(cfg.dataset, name=cfg.dataset.name).load(cfg.data_dir, device)
+        data = parts.source.load(cfg.data_dir, device)
         log.info(
             "dataset=%s (%d train, %d test) model=%s acquisition=%s augment=%s protocol=%s seed=%d device=%s",
             cfg.dataset.name,
@@ -123,6 +153,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
             cfg.seed,
             device,
         )
+        log_root, experiment = _tracking_root(out_dir)
         options = RunOptions(
             deterministic=cfg.deterministic,
             progress=cfg.progress,
@@ -131,21 +162,23 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
             fingerprint=fingerprint(config),
             speed=SpeedOptions(**config["speed"]),
             run_info={"config": config},
+            loggers=parts.loggers,
+            log_root=log_root,
+            experiment=experiment,
         )
         summary = run_active_learning(
             data=data,
-            model_factory=model_factory,
-            acquisition=acquisition,
-            augment=augment,
-            protocol=protocol,
+            model_factory=parts.model_factory,
+            acquisition=parts.acquisition,
+            augment=parts.augment,
+            protocol=parts.protocol,
             out_dir=out_dir,
             seed=cfg.seed,
             device=device,
             options=options,
         )
     except Exception as err:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / FAILURE, {"error": type(err).__name__, "message": str(err)})
+        _record_failure(out_dir / FAILURE, err)
         raise
     log.info("metrics: %s", summary.metrics_path)
     log.info(
@@ -158,6 +191,26 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> float:
         summary.device,
     )
     return summary.best_acc
+
+
+def _tracking_root(out_dir: Path) -> tuple[Path, str]:
+    """Where trackers put their default stores, and the MLflow experiment: the sweep folder and
+    its name under ``ladarun -m`` (a sweep is one experiment), else the run folder and "ladarun"."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        root = Path(HydraConfig.get().sweep.dir)
+        return root, root.resolve().name
+    return out_dir, "ladarun"
+
+
+def _record_failure(path: Path, err: BaseException) -> None:
+    """failed.json for the table; on a full disk it may not fit, and the error says so already."""
+    from .state import write_json_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"error": type(err).__name__, "message": str(err)})
+    except OSError:
+        pass
 
 
 def check_launcher(argv: list[str]) -> None:
@@ -189,16 +242,24 @@ def check_launcher(argv: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> Optional[float]:
-    out_dir = HydraConfig.get().runtime.output_dir
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    fresh = _only_hydra_files(out_dir)
     try:
         return run_from_config(cfg, out_dir)
     except LadarunError as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # let the launcher record this job as failed; the other jobs go on
+        if fresh and isinstance(err, ConfigError) and _only_hydra_files(out_dir):
+            # Refused before anything of ladarun's was written: leave no folder behind that a
+            # table would list or a corrected command would have to get past.
+            _remove_fresh(out_dir, stop=Path(hydra_cfg.sweep.dir if multirun else Path.cwd()))
+        if multirun:
+            log.error("%s", err)
+            raise  # the sweeper lists it with the other failed jobs at the end; the rest go on
         print(f"ladarun: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             raise
         print(
             f"ladarun: interrupted; {out_dir} keeps every finished iteration: rerun the same "
@@ -206,6 +267,33 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
             file=sys.stderr,
         )
         sys.exit(130)
+    except Exception:
+        if multirun:  # the sweep's summary gives one line; the traceback goes to the run's log
+            log.exception("the run stopped on an unexpected error")
+        raise
+
+
+_HYDRA_FILES = {".hydra", "ladarun.log"}
+
+
+def _only_hydra_files(out_dir: Path) -> bool:
+    """True when ``out_dir`` holds nothing but what Hydra writes before a job starts."""
+    return out_dir.is_dir() and all(p.name in _HYDRA_FILES for p in out_dir.iterdir())
+
+
+def _remove_fresh(out_dir: Path, stop: Path) -> None:
+    """Remove ``out_dir`` (Hydra's files only) and the parents it emptied, up to ``stop``."""
+    import shutil
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    stop = stop.resolve()
+    for parent in out_dir.resolve().parents:
+        if parent == stop or stop not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: another run lives there
+            break
 
 
 # Hydra flags after which nothing runs (print the config, help or info), so a sweep preset
