@@ -30,7 +30,7 @@ from ladarun.data import (
     SyntheticSource,
     random_crop_flip,
 )
-from ladarun.errors import ConfigError, DataNotFoundError
+from ladarun.errors import ConfigError, DamagedFileError, DataNotFoundError
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -391,3 +391,123 @@ def test_the_cpu_table1_preset_trains_fashion_with_crops_and_flips(compose_cfg) 
     assert cfg.dataset.name == "fashion" and cfg.dataset.augment is True
     # the paper's Fashion: no augmentation
     assert compose_cfg(["dataset=fashion"]).dataset.augment is False
+
+
+# --- damaged files: named before a run starts, with the fix -----------------------------------
+
+FASHION_RAW = SHARED_DATA / "FashionMNIST" / "raw"
+needs_fashion = pytest.mark.skipif(
+    not FASHION_RAW.is_dir(), reason="no Fashion-MNIST in shared/data"
+)
+
+
+def fashion_copy(root: Path, damage: dict[str, bytes]) -> Path:
+    """A Fashion-MNIST folder: the real training files linked, the test files copied, and the
+    files in ``damage`` replaced by the given bytes."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (raw / name).symlink_to(FASHION_RAW / name)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(damage.get(name, (FASHION_RAW / name).read_bytes()))
+    return raw
+
+
+def t10k(name: str) -> bytes:
+    return (FASHION_RAW / name).read_bytes()
+
+
+def relabel(data: bytes, position: int, label: int) -> bytes:
+    return data[: 8 + position] + bytes([label]) + data[8 + position + 1 :]
+
+
+FASHION_DAMAGE = [
+    ("t10k-images-idx3-ubyte", lambda: b"", "it is empty"),
+    (
+        "t10k-images-idx3-ubyte",
+        lambda: t10k("t10k-images-idx3-ubyte")[:100_000],
+        "100000 bytes where its header says 7840016",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        lambda: b"\x00\x00\x08\x01" + t10k("t10k-images-idx3-ubyte")[4:],
+        "its idx header starts with 2049, not 2051",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        lambda: t10k("t10k-labels-idx1-ubyte")[:5],
+        "5 bytes, shorter than its header",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        lambda: relabel(t10k("t10k-labels-idx1-ubyte"), 17, 12),
+        "labels range over 0..12, not 0..9",
+    ),
+    # A consistent file of 9,999 labels for 10,000 images.
+    (
+        "t10k-labels-idx1-ubyte",
+        lambda: (
+            t10k("t10k-labels-idx1-ubyte")[:4]
+            + (9999).to_bytes(4, "big")
+            + t10k("t10k-labels-idx1-ubyte")[8:-1]
+        ),
+        "10000 images but 9999 labels",
+    ),
+]
+
+
+@needs_fashion
+@pytest.mark.parametrize("name, damaged, why", FASHION_DAMAGE)
+def test_a_damaged_fashion_file_is_named_with_the_fix(tmp_path, name, damaged, why) -> None:
+    raw = fashion_copy(tmp_path, {name: damaged()})
+    with pytest.raises(DamagedFileError) as info:
+        FashionMNISTSource(download=False).load(tmp_path, CPU)
+    message = str(info.value)
+    assert why in message and "copy it again" in message
+    # The file named is the damaged one (the label check names the split's files).
+    assert str(raw / name) in message
+    assert "\n" not in message and info.value.__cause__ is None
+
+
+def test_damaged_svhn_and_cifar_files_are_named(tmp_path) -> None:
+    write_svhn(tmp_path)
+    (tmp_path / "test_32x32.mat").write_bytes(b"MATLAB 5.0 but cut short")
+    with pytest.raises(DamagedFileError, match=r"test_32x32\.mat cannot be used .*copy it again"):
+        SVHNSource(download=False).load(tmp_path, CPU)
+    write_svhn(tmp_path)
+    x = np.zeros((32, 32, 3, 2), dtype=np.uint8)
+    scipy.io.savemat(
+        tmp_path / "train_32x32.mat", {"X": x, "y": np.array([[3], [11]], dtype=np.uint8)}
+    )
+    with pytest.raises(
+        DamagedFileError, match=r"train_32x32\.mat cannot be used \(labels range over 3\.\.11"
+    ):
+        SVHNSource(download=False).load(tmp_path, CPU)
+
+    write_cifar10(tmp_path / "c")
+    batch = tmp_path / "c" / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:40])
+    with pytest.raises(
+        DamagedFileError, match=r"data_batch_3.* cannot be used \((EOFError|UnpicklingError)"
+    ):
+        CIFAR10Source(download=False).load(tmp_path / "c", CPU)
+    with open(batch, "wb") as f:
+        pickle.dump(cifar_batch([4, 10], False), f, protocol=2)
+    with pytest.raises(DamagedFileError, match=r"labels range over 0\.\.10, not 0\.\.9"):
+        CIFAR10Source(download=False).load(tmp_path / "c", CPU)
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch) -> None:
+    def offline(self) -> None:
+        Path(self.raw_folder).mkdir(parents=True, exist_ok=True)  # as torchvision does first
+        raise URLError("no route to the mirror")
+
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "download", offline)
+    data_dir = tmp_path / "not-yet"
+    with pytest.raises(DataNotFoundError):
+        FashionMNISTSource(download=True).load(data_dir, CPU)
+    assert not data_dir.exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataNotFoundError):
+        FashionMNISTSource(download=True).load(tmp_path / "kept", CPU)
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())

@@ -41,10 +41,23 @@ class Protocol:
             "score_batch_size": self.score_batch_size,
         }
         for key, value in positive.items():
-            if int(value) != value or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ConfigError(
                     f"protocol.{key} must be a positive integer, got {value!r}; set protocol.{key}=N with N >= 1"
                 )
+        if self.pool_subset is not None and not (
+            _is_int(self.pool_subset) and self.pool_subset >= 1
+        ):
+            raise ConfigError(
+                f"protocol.pool_subset must be a positive integer or null, got {self.pool_subset!r}; "
+                "set protocol.pool_subset=N or protocol.pool_subset=null (the whole pool)"
+            )
+        if not isinstance(self.reinit, bool):
+            raise ConfigError(f"protocol.reinit must be true or false, got {self.reinit!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)):
+            raise ConfigError(
+                f"protocol.lr must be a number, got {self.lr!r}; set e.g. protocol.lr=0.001"
+            )
         if self.pool_subset is not None and self.pool_subset < self.query:
             raise ConfigError(
                 f"protocol.pool_subset={self.pool_subset} is smaller than protocol.query={self.query}: "
@@ -52,3 +65,8 @@ class Protocol:
             )
         if not self.lr > 0:
             raise ConfigError(f"protocol.lr must be > 0, got {self.lr}")
+
+
+def _is_int(value: object) -> bool:
+    """An integer, not a bool (True would pass as 1), a float or a string."""
+    return isinstance(value, int) and not isinstance(value, bool)

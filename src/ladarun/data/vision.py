@@ -23,7 +23,7 @@ from torchvision.datasets.utils import check_integrity
 
 from ladarun.data.base import ActiveDataset, BatchTransform
 from ladarun.data.transforms import random_crop_flip
-from ladarun.errors import ConfigError, DataNotFoundError
+from ladarun.errors import ConfigError, DamagedFileError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,15 @@ class _TorchvisionSource:
         root = Path(data_dir).expanduser().resolve()
         folder = self._folder(root)
         if all((folder / f).is_file() for f in self._expected_files()):
+            self._check_files(folder)
             self._warn_on_checksums(folder)
-            train, test = self._open(root, True, False), self._open(root, False, False)
+            train, test = self._read(root, True), self._read(root, False)
         else:
             train, test = self._fetch(root, folder)
         x_train, y_train = self._arrays(train)
         x_test, y_test = self._arrays(test)
+        self._check_labels(folder, True, x_train, y_train)
+        self._check_labels(folder, False, x_test, y_test)
         return ActiveDataset(
             name=self.name,
             x_train=self._normalise(x_train, device),
@@ -131,6 +134,50 @@ class _TorchvisionSource:
             train_transform=self._train_transform(),
         )
 
+    # --- damaged files: found before a run starts, named with the fix ----------------------
+    def _split_files(self, train: bool) -> list[str]:
+        """The files of ``_expected_files`` that hold one split (all of them by default)."""
+        return list(self._expected_files())
+
+    def _damaged(self, folder: Path, files: Sequence[str], why: str) -> DamagedFileError:
+        names = ", ".join(str(folder / f) for f in files)
+        return DamagedFileError(
+            f"{self.title} file{'s' if len(files) > 1 else ''} {names} cannot be used ({why}); "
+            "the file is truncated, damaged or not in torchvision's format: copy it again from a "
+            "good copy (or delete it and load once with download=true on a machine with network access)"
+        )
+
+    def _check_files(self, folder: Path) -> None:
+        """Check what can be checked cheaply (headers, sizes) before reading; subclasses add to it."""
+        for f in self._expected_files():
+            if (folder / f).stat().st_size == 0:
+                raise self._damaged(folder, [f], "it is empty")
+
+    def _read(self, root: Path, train: bool) -> VisionDataset:
+        """``_open`` on files that are present, any reading error named with its files."""
+        try:
+            return self._open(root, train, False)
+        except Exception as err:  # pickle, scipy.io, numpy and torchvision errors alike
+            why = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            raise self._damaged(self._folder(root), self._split_files(train), why) from None
+
+    def _check_labels(
+        self, folder: Path, train: bool, images: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        """Every label a class index, one per image: a wrong file fails here, not mid-run."""
+        files = self._split_files(train)
+        if labels.numel() != images.shape[0]:
+            raise self._damaged(
+                folder, files, f"{images.shape[0]} images but {labels.numel()} labels"
+            )
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise self._damaged(
+                folder,
+                files,
+                f"labels range over {int(labels.min())}..{int(labels.max())}, "
+                f"not 0..{self.num_classes - 1}",
+            )
+
     def _normalise(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
         # Move uint8 first: a quarter of the bytes of float32 cross to the device.
         x = images.to(device).to(torch.float32, memory_format=torch.contiguous_format).div_(255)
@@ -140,6 +187,7 @@ class _TorchvisionSource:
 
     def _fetch(self, root: Path, folder: Path) -> tuple[VisionDataset, VisionDataset]:
         reason = "download is off"
+        existed = {p for p in [folder, *folder.parents] if p.exists()}
         if self.download:
             previous = socket.getdefaulttimeout()
             socket.setdefaulttimeout(self.download_timeout)  # an offline machine must fail fast
@@ -150,6 +198,14 @@ class _TorchvisionSource:
                 reason = f"download failed: {' '.join(str(e).split()) or type(e).__name__}"
             finally:
                 socket.setdefaulttimeout(previous)
+            # torchvision made the folders before it tried: leave no empty tree behind.
+            for p in [folder, *folder.parents]:
+                if p in existed:
+                    break
+                try:
+                    p.rmdir()
+                except OSError:  # not empty: something was written there
+                    break
         expected = ", ".join(self._expected_files())
         subfolder = folder.relative_to(root)
         inside = (
@@ -216,6 +272,37 @@ class FashionMNISTSource(_TorchvisionSource):
         resources = torchvision.datasets.FashionMNIST.resources
         return {os.path.splitext(gz)[0]: None for gz, _ in resources}
 
+    def _split_files(self, train: bool) -> list[str]:
+        prefix = "train" if train else "t10k"
+        return [f for f in self._expected_files() if f.startswith(prefix)]
+
+    def _check_files(self, folder: Path) -> None:
+        super()._check_files(folder)
+        # idx format: a big-endian magic (2051 images, 2049 labels), the sizes, then one byte each.
+        for f in self._expected_files():
+            path = folder / f
+            with open(path, "rb") as fh:
+                header = fh.read(16)
+            images = "images" in f
+            size = 16 if images else 8
+            if len(header) < size:
+                raise self._damaged(
+                    folder, [f], f"{path.stat().st_size} bytes, shorter than its header"
+                )
+            dims = np.frombuffer(header[:size], dtype=">u4")
+            magic = 2051 if images else 2049
+            if dims[0] != magic:
+                raise self._damaged(
+                    folder, [f], f"its idx header starts with {int(dims[0])}, not {magic}"
+                )
+            expected = size + int(np.prod(dims[1:].astype(np.int64)))
+            if path.stat().st_size != expected:
+                raise self._damaged(
+                    folder,
+                    [f],
+                    f"{path.stat().st_size} bytes where its header says {expected}",
+                )
+
     def _open(self, root: Path, train: bool, download: bool) -> VisionDataset:
         return torchvision.datasets.FashionMNIST(root=str(root), train=train, download=download)
 
@@ -245,6 +332,9 @@ class SVHNSource(_TorchvisionSource):
     def _expected_files(self) -> dict[str, Optional[str]]:
         splits = torchvision.datasets.SVHN.split_list
         return {splits[s][1]: splits[s][2] for s in ("train", "test")}
+
+    def _split_files(self, train: bool) -> list[str]:
+        return [torchvision.datasets.SVHN.split_list["train" if train else "test"][1]]
 
     def _open(self, root: Path, train: bool, download: bool) -> VisionDataset:
         return _SVHN(root=str(root), split="train" if train else "test", download=download)
@@ -279,6 +369,10 @@ class CIFAR10Source(_TorchvisionSource):
         files = dict(_CIFAR10.train_list + _CIFAR10.test_list)
         files[_CIFAR10.meta["filename"]] = _CIFAR10.meta["md5"]
         return files
+
+    def _split_files(self, train: bool) -> list[str]:
+        split = _CIFAR10.train_list if train else _CIFAR10.test_list
+        return [f for f, _ in split] + [_CIFAR10.meta["filename"]]
 
     def _open(self, root: Path, train: bool, download: bool) -> VisionDataset:
         return _CIFAR10(root=str(root), train=train, download=download)
