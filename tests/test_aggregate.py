@@ -2,10 +2,12 @@
 ablations, sections, bad input."""
 
 import math
+import re
 
 import pandas as pd
 import pytest
 
+from ladarun.report.runs import default_config
 from ladarun.report.table import aggregate, bold_rows, main, significantly_worse
 from runs_factory import write_run
 
@@ -191,9 +193,10 @@ def test_protocols_are_never_averaged_together(runs):
     assert df.loc[("quick", "fashion", "random"), "best_mean"] == 82.0
     paper = df.loc[("paper", "fashion", "random")]
     assert (paper.n, paper.best_mean) == (1, 50.0)
+    # the hand-written runs have 2 iterations, where the presets have 100 and 30
     assert sorted(agg.sections.values()) == [
-        "Protocol paper, model cnn",
-        "Protocol quick, model cnn",
+        "Protocol paper (iterations=2), model cnn",
+        "Protocol quick (iterations=2), model cnn",
     ]
     assert any("Random on fashion has runs under 2 protocol settings" in n for n in agg.notes)
 
@@ -205,9 +208,10 @@ def test_a_changed_protocol_value_is_its_own_section(runs):
     agg = aggregate(runs)
     quick = agg.cells[agg.cells["protocol"] == "quick"]
     assert sorted(quick.loc[quick["row"] == "random", "best_mean"]) == [82.0, 99.0]
+    # every value that differs from the quick preset (epochs: 10) is named, in the preset's order
     assert sorted(h for h in agg.sections.values() if "quick" in h) == [
-        "Protocol quick, model cnn (protocol.epochs=10)",
-        "Protocol quick, model cnn (protocol.epochs=3)",
+        "Protocol quick (iterations=2), model cnn",
+        "Protocol quick (iterations=2, epochs=3), model cnn",
     ]
 
 
@@ -415,3 +419,82 @@ def test_adamixup_region_is_reported_under_notes(tmp_path):
     assert len(note) == 1 and "in 0% of iterations" in note[0] and "collapsed" not in note[0]
     write_run(tmp_path / "plain", acquisition="ent")
     assert not [n for n in aggregate(tmp_path / "plain").notes if "mixing region" in n]
+
+
+# --- choosing rows, LaTeX labels, section headings ---------------------------------------
+
+
+def test_rows_and_exclude_choose_the_rows_shown(runs, tmp_path, capsys):
+    out = tmp_path / "only"
+    assert main([str(runs), "--rows", "ent,ent_infomixup", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "table1.csv")
+    assert sorted(table["row"]) == ["ent", "ent_infomixup"]  # the paper section had Random only
+    # Time stays relative to Random, which is not shown
+    assert table.set_index("row").loc["ent", "time_ratio"] == pytest.approx(3.0)
+    md = (out / "table1.md").read_text()
+    assert "| Random |" not in md and "| Var Ratio |" not in md  # nor its unfinished run
+    assert "| failed | Fashion | Max Entropy | 2 |" in md  # a chosen row's failed run is listed
+    capsys.readouterr()
+    assert main([str(runs), "--exclude", "random,var", "--out", str(out)]) == 0
+    assert sorted(pd.read_csv(out / "table1.csv")["row"]) == ["bald", "ent", "ent_infomixup"]
+
+
+def test_an_unknown_row_key_is_one_line_listing_the_valid_ones(runs, capsys):
+    assert main([str(runs), "--rows", "ent,entropy"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(
+        "ladarun-table: error: unknown row 'entropy' in --rows; valid rows: random, "
+    )
+    assert "ent_infomixup" in err[0] and "var_infomixup_fixed" in err[0]
+    assert main([str(runs), "--exclude", "lada"]) == 2
+    assert "unknown row 'lada' in --exclude" in capsys.readouterr().err
+    assert not (runs / "table1.md").exists()
+
+
+def test_every_latex_table_has_a_label(runs, tmp_path):
+    assert main([str(runs), "--out", str(tmp_path / "a")]) == 0
+    tex = (tmp_path / "a" / "table1.tex").read_text()
+    assert re.findall(r"\\label\{([^}]*)\}", tex) == [
+        "tab:table1-paper-iterations-2-cnn-fashion",
+        "tab:table1-quick-iterations-2-cnn-fashion",
+    ]
+    assert tex.count(r"\begin{table}") == 2
+    assert main([str(runs), "--out", str(tmp_path / "b"), "--label", "tab:al"]) == 0
+    assert (
+        r"\label{tab:al-quick-iterations-2-cnn-fashion}"
+        in (tmp_path / "b" / "table1.tex").read_text()
+    )
+
+
+def test_headings_name_every_protocol_value_that_differs_from_the_preset(tmp_path):
+    preset = default_config({"protocol": {"name": "quick"}})["protocol"]
+    assert preset["iterations"] == 30
+    for n, protocol in ((30, preset), (10, {**preset, "iterations": 10, "lr": 0.01})):
+        accs, iter_s = [50.0] * (n + 1), [1.0] * (n + 1)
+        write_run(
+            tmp_path,
+            acquisition="random",
+            accs=accs,
+            iter_s=iter_s,
+            settings={"protocol": protocol},
+            folder=f"iterations{n}",
+        )
+    assert sorted(aggregate(tmp_path).sections.values()) == [
+        "Protocol quick (iterations=10, lr=0.01), model cnn",
+        "Protocol quick, model cnn",  # the preset exactly
+    ]
+
+
+def test_a_protocol_outside_the_package_is_headed_by_what_differs(tmp_path):
+    for seed, epochs in ((0, 10), (1, 3)):
+        write_run(
+            tmp_path,
+            acquisition="random",
+            seed=seed,
+            settings={"protocol": {"name": "mine", "epochs": epochs}},
+        )
+    assert sorted(aggregate(tmp_path).sections.values()) == [
+        "Protocol mine (epochs=10), model cnn",
+        "Protocol mine (epochs=3), model cnn",
+    ]

@@ -52,7 +52,7 @@ def test_accuracy_and_virtual_score_figures(tmp_path, capsys):
     written = write_figures(tmp_path)
     names = sorted(p.relative_to(tmp_path / "figures").as_posix() for p in written)
     assert names == [
-        f"quick_model_cnn/{n}.{ext}"
+        f"quick_iterations_2_model_cnn/{n}.{ext}"
         for n in ("fashion_accuracy", "fashion_ent_virtual_score")
         for ext in ("pdf", "png")
     ]
@@ -152,9 +152,9 @@ def test_ablations_flag(tmp_path):
     out_plain, out_ablations = tmp_path / "plain", tmp_path / "ablations"
     assert main([str(tmp_path), "--out", str(out_plain)]) == 0
     assert main([str(tmp_path), "--out", str(out_ablations), "--ablations"]) == 0
-    plain = (out_plain / "quick_model_cnn" / "fashion_accuracy.png").read_bytes()
-    assert plain != (out_ablations / "quick_model_cnn" / "fashion_accuracy.png").read_bytes()
-    assert_png(out_plain / "quick_model_cnn" / "fashion_accuracy.png")
-    assert_pdf(out_plain / "quick_model_cnn" / "fashion_accuracy.pdf")
-    image = matplotlib.image.imread(out_plain / "quick_model_cnn" / "fashion_accuracy.png")
+    plain = (out_plain / "quick_iterations_2_model_cnn" / "fashion_accuracy.png").read_bytes()
+    assert plain != (out_ablations / "quick_iterations_2_model_cnn" / "fashion_accuracy.png").read_bytes()
+    assert_png(out_plain / "quick_iterations_2_model_cnn" / "fashion_accuracy.png")
+    assert_pdf(out_plain / "quick_iterations_2_model_cnn" / "fashion_accuracy.pdf")
+    image = matplotlib.image.imread(out_plain / "quick_iterations_2_model_cnn" / "fashion_accuracy.png")
     assert image.shape[1] > 1000 and image.shape[0] > 800  # a 2 x 2 grid of panels

@@ -30,9 +30,10 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 from scipy.stats import ttest_ind
 
+from ..conf import CONF_DIR
 from ..state import running_owner
 from .rows import DATASETS, GROUPS, OTHER_GROUP, position, rows
-from .runs import Run, find_run_dirs, flatten, load_run
+from .runs import Run, default_config, find_run_dirs, flatten, load_run
 
 DATASET_LABELS = {
     "fashion": "Fashion",
@@ -91,22 +92,56 @@ class Aggregate:
         return [r for r in self.runs if not r.finished]
 
 
-def _variant_labels(settings: dict[str, dict]) -> dict[str, str]:
-    """For settings that differ, a short label of the keys in which they differ."""
-    if len(settings) < 2:
-        return {k: "" for k in settings}
-    flat = {k: flatten(v) for k, v in settings.items()}
-    keys = sorted(set().union(*flat.values()))
-    differing = [
-        key
-        for key in keys
-        if len({json.dumps(f.get(key), sort_keys=True) for f in flat.values()}) > 1
-    ]
-    return {k: ", ".join(f"{key}={f.get(key)}" for key in differing) for k, f in flat.items()}
-
-
 def _key(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
+
+
+def _value(v: Any) -> str:
+    """A config value as it is written on the command line (null, true, 0.001)."""
+    return json.dumps(v) if v is None or isinstance(v, bool) else str(v)
+
+
+def _preset_protocol(name: str) -> Optional[dict[str, Any]]:
+    """The protocol values of conf/protocol/<name>.yaml (over protocol_defaults.yaml); None when
+    the package has no such preset (a protocol from another config folder)."""
+    if not (CONF_DIR / "protocol" / f"{name}.yaml").is_file():
+        return None
+    return default_config({"protocol": {"name": name}}).get("protocol") or None
+
+
+def _section_headings(name: str, group: dict[str, dict]) -> dict[str, str]:
+    """The heading of each setting (protocol values and model) run under protocol ``name``.
+
+    A heading names every protocol value that differs from the preset, so a section of runs made
+    with protocol.iterations=10 reads "Protocol quick (iterations=10), model cnn". A key the run's
+    config lacks (written before the key existed) counts as the preset's. Settings that the
+    preset cannot tell apart (no such preset in conf/, or keys the preset lacks) are told apart by
+    the values in which they differ from each other.
+    """
+    preset = _preset_protocol(name)
+    protocols = {sid: s["protocol"] for sid, s in group.items()}
+
+    def changed(sid: str, keys: Sequence[str]) -> list[str]:
+        p = protocols[sid]
+        return [k for k in keys if k in p and (preset is None or _key(p[k]) != _key(preset.get(k)))]
+
+    def heading(sid: str, keys: list[str]) -> str:
+        values = ", ".join(f"{k}={_value(protocols[sid].get(k))}" for k in keys)
+        return (
+            f"Protocol {name}"
+            + (f" ({values})" if values else "")
+            + f", model {group[sid]['model']}"
+        )
+
+    order = [k for k in (preset or {}) if k != "name"]
+    order += sorted({k for p in protocols.values() for k in p} - set(order) - {"name"})
+    keys = {sid: changed(sid, order) for sid in group} if preset is not None else {}
+    if preset is None or len({heading(sid, keys[sid]) for sid in group}) < len(group):
+        differing = [k for k in order if len({_key(p.get(k)) for p in protocols.values()}) > 1]
+        keys = {
+            sid: sorted(set(keys.get(sid, [])) | set(differing), key=order.index) for sid in group
+        }
+    return {sid: heading(sid, keys[sid]) for sid in group}
 
 
 def _normalized(run: Run) -> dict[str, Any]:
@@ -215,8 +250,38 @@ def bold_rows(samples: Sequence[Sequence[float]], alpha: float = ALPHA) -> list[
     ]
 
 
-def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
-    """Read every run under ``root`` and build the Table 1 cells (reads only; writes nothing)."""
+def select_rows(
+    found: Sequence[str], keep: Optional[Sequence[str]] = None, exclude: Sequence[str] = ()
+) -> set[str]:
+    """The row keys to show: ``keep`` (all rows when None) less ``exclude``.
+
+    Keys are Table 1's (``random``, ``ent_infomixup``...; conf/method/) or those of rows outside
+    it found among the runs (``found``); an unknown key raises AggregateError listing the valid
+    ones.
+    """
+    table1 = [r.key for r in rows()]
+    valid = table1 + sorted(set(found) - set(table1))
+    for option, keys in (("--rows", keep or ()), ("--exclude", exclude)):
+        unknown = [k for k in keys if k not in valid]
+        if unknown:
+            raise AggregateError(
+                f"unknown row {', '.join(map(repr, unknown))} in {option}; valid rows: {', '.join(valid)}"
+            )
+    return set(valid if keep is None else keep) - set(exclude)
+
+
+def aggregate(
+    root: Path | str,
+    paper: bool = False,
+    keep: Optional[Sequence[str]] = None,
+    exclude: Sequence[str] = (),
+) -> Aggregate:
+    """Read every run under ``root`` and build the Table 1 cells (reads only; writes nothing).
+
+    ``keep`` and ``exclude`` choose the rows shown by key (:func:`select_rows`). Time ratios
+    still divide by Random's time when Random is not shown; bold marks and seed-count notes
+    compare the rows shown.
+    """
     root = Path(root)
     if not root.is_dir():
         raise AggregateError(
@@ -229,6 +294,7 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
             "pass the folder the runs were written to (outputs/, or the sweep's hydra.sweep.dir)"
         )
     usable = [r for r in runs if r.problem is None]
+    shown = select_rows([r.row.key for r in usable], keep, exclude)
     notes: list[str] = []
 
     # Sections: one per (protocol, model) setting; protocols of one name that differ get labels.
@@ -238,10 +304,7 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
         by_name.setdefault(s["protocol"].get("name", "?"), {})[sid] = s
     sections: dict[str, str] = {}
     for name, group in by_name.items():
-        labels = _variant_labels(group)
-        for sid, s in group.items():
-            heading = f"Protocol {name}, model {s['model']}"
-            sections[sid] = heading + (f" ({labels[sid]})" if labels[sid] else "")
+        sections.update(_section_headings(name, group))
 
     table = pd.DataFrame(
         {
@@ -318,7 +381,7 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
                     "is_variant": is_variant,
                     "devices": sorted({r.device for r in done if r.device}),
                 }
-                if row.augment == "adamixup" and done:
+                if row.augment == "adamixup" and done and row_key in shown:
                     notes += _adamixup_region(done, label, dataset, sections[sid])
                 for metric, vals in values.items():
                     cell_row[f"{metric}_values"] = [float(v) for v in vals]
@@ -327,13 +390,15 @@ def aggregate(root: Path | str, paper: bool = False) -> Aggregate:
     cells_df = pd.DataFrame(cells)
     mismatches: list[str] = []
     if len(cells_df):
-        cells_df = _finish(cells_df, paper, sections)
+        cells_df = _finish(cells_df, paper, sections, shown)
         mismatches = _mismatches(cells_df, sections)
         notes += _notes(cells_df, sections) + mismatches
     table = table[[r.problem is None for r in table["run"]]]  # duplicates are now out
+    if len(table):
+        table = table[table["row"].isin(shown)]
     return Aggregate(
         cells=cells_df,
-        runs=runs,
+        runs=[r for r in runs if _row_key(r) in shown | {None}],
         table=table,
         sections=sections,
         notes=notes,
@@ -360,10 +425,22 @@ def _compared(df: pd.DataFrame):
     return shown.groupby(["section", "dataset", "group"], sort=False)
 
 
-def _finish(df: pd.DataFrame, paper: bool, sections: dict[str, str]) -> pd.DataFrame:
-    """Time ratios, bold marks, paper columns and the paper's order."""
+def _row_key(run: Run) -> Optional[str]:
+    """The run's row key; None when its config cannot say (an unusable run)."""
+    try:
+        return run.row.key
+    except (KeyError, TypeError):
+        return None
+
+
+def _finish(
+    df: pd.DataFrame, paper: bool, sections: dict[str, str], shown: set[str]
+) -> pd.DataFrame:
+    """Time ratios (over every row), then the rows shown: bold marks, paper columns and the
+    paper's order."""
     df["time_ratio"] = _ratio(df, "iter_s")
     df["acq_ratio"] = _ratio(df, "acquire_s")
+    df = df[df["row"].isin(shown)].reset_index(drop=True).copy()
     for metric, _ in METRICS:
         df[f"bold_{metric}"] = False
     for _, part in _compared(df):
@@ -694,9 +771,15 @@ def _tex_row(r: Any, group: str, paper: bool) -> str:
     return " & ".join(cells) + r" \\"
 
 
-def to_latex(agg: Aggregate, paper: bool = False) -> str:
-    """One booktabs tabular per section and dataset (needs \\usepackage{booktabs})."""
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def to_latex(agg: Aggregate, paper: bool = False, label: str = "tab:table1") -> str:
+    """One booktabs tabular per section and dataset (needs \\usepackage{booktabs}), each with
+    ``\\label{<label>-<protocol>-<model>-<dataset>}`` (the section's changed values included)."""
     out = [f"% ladarun-table. {CAPTION}", ""]
+    labels: set[str] = set()
     df = agg.cells
     for sid in df["section"].unique() if len(df) else []:
         sec = df[df["section"] == sid]
@@ -708,10 +791,16 @@ def to_latex(agg: Aggregate, paper: bool = False) -> str:
             )
             cols = "ll" + "r" * (len(head) - 2)
             heading = _TEX_SPECIAL.sub(r"\\\1", agg.sections[sid])
+            words = agg.sections[sid].replace("Protocol ", "").replace("model ", "")
+            tex_label = f"{label}-{_slug(words)}-{_slug(dataset)}"
+            while tex_label in labels:  # two headings that slug alike
+                tex_label += "-2"
+            labels.add(tex_label)
             out += [
                 r"\begin{table}[t]",
                 r"\centering",
                 rf"\caption{{{heading}; {name}. {TEX_CAPTION}}}",
+                rf"\label{{{tex_label}}}",
                 rf"\begin{{tabular}}{{{cols}}}",
                 r"\toprule",
                 " & ".join(head) + r" \\",
@@ -735,6 +824,11 @@ def to_latex(agg: Aggregate, paper: bool = False) -> str:
     return "\n".join(out)
 
 
+def _keys(text: str) -> list[str]:
+    """A comma-separated list of row keys."""
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ladarun-table",
@@ -754,10 +848,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="fail (exit 2, no table written) when the rows of a group have different numbers of finished seeds; "
         "without it the table is written and the groups are listed under Notes",
     )
+    parser.add_argument(
+        "--rows",
+        type=_keys,
+        default=None,
+        metavar="KEY,...",
+        help="only these rows, by method= key, in the paper's order (e.g. random,ent,ent_infomixup); "
+        "Time is still relative to Random",
+    )
+    parser.add_argument(
+        "--exclude", type=_keys, default=(), metavar="KEY,...", help="leave out these rows"
+    )
+    parser.add_argument(
+        "--label",
+        default="tab:table1",
+        help="prefix of each LaTeX table's \\label (default tab:table1: tab:table1-quick-cnn-fashion)",
+    )
     args = parser.parse_args(argv)
     root = Path(args.runs_dir)
     try:
-        agg = aggregate(root, paper=args.paper)
+        agg = aggregate(root, paper=args.paper, keep=args.rows, exclude=args.exclude)
     except AggregateError as err:
         print(f"ladarun-table: error: {err}", file=sys.stderr)
         return 2
@@ -771,7 +881,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     md = to_markdown(agg, root, args.paper)
     (out / "table1.md").write_text(md)
     to_csv(agg, args.paper).to_csv(out / "table1.csv", index=False)
-    (out / "table1.tex").write_text(to_latex(agg, args.paper))
+    (out / "table1.tex").write_text(to_latex(agg, args.paper, args.label))
     print(md)
     finished = sum(r.finished for r in agg.runs)
     print(
