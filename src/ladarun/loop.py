@@ -7,21 +7,25 @@ where it runs (device, seeds, speed switches) is runtime.py's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .acquisition.base import Acquisition, AcquisitionContext
 from .augment.base import Augment, NoAugment
 from .data.base import ActiveDataset
 from .errors import ConfigError
 from .models.staged import StagedClassifier
+from .progress import bars, phase
 from .protocol import Protocol
+from .queries import QUERIES, QueryLog
 from .runtime import (
     SpeedOptions,
     device_name,
@@ -41,6 +45,7 @@ from .state import (
     set_rng_state,
     write_json_atomic,
 )
+from .tracking import Logger, TrackedRun, read_rows
 from .training import evaluate, train_epoch
 
 log = logging.getLogger(__name__)
@@ -53,7 +58,7 @@ class RunOptions:
     """How a run executes, not what it measures."""
 
     deterministic: bool = True  # cuDNN deterministic kernels
-    progress: bool = True  # tqdm bar over iterations
+    progress: bool = True  # tqdm bar over iterations, and over long phases inside one
     checkpoint: bool = True  # save the state after every iteration; a later call resumes from it
     keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes
     fingerprint: Optional[str] = (
@@ -62,6 +67,11 @@ class RunOptions:
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     # stored in summary.json as is (the resolved config)
     run_info: dict[str, Any] = field(default_factory=dict)
+    # trackers beside metrics.csv (the logger group: TensorBoard, MLflow), and where their
+    # default stores go and the MLflow experiment: the sweep folder and its name for a sweep
+    loggers: list[Logger] = field(default_factory=list)
+    log_root: Optional[Path] = None  # None: the run folder
+    experiment: str = "ladarun"
 
 
 @dataclass
@@ -87,7 +97,8 @@ def run_active_learning(
     augment: Optional[Augment] = None,
     options: Optional[RunOptions] = None,
 ) -> RunSummary:
-    """Run Algorithm 1 and write ``metrics.csv`` and ``summary.json`` into ``out_dir``.
+    """Run Algorithm 1 and write ``metrics.csv``, ``queries.csv`` and ``summary.json`` into
+    ``out_dir`` (and to ``options.loggers``).
 
     With ``options.checkpoint`` on, the state after every finished iteration is saved to
     ``out_dir/checkpoint.pt``; a later call on the same ``out_dir`` continues from it, and the
@@ -128,7 +139,19 @@ def run_active_learning(
     metrics_path = out_dir / METRICS
     columns = list(acquisition.metric_names) + list(augment.metric_names)
     resume_after = run.next_iteration - 1 if saved is not None else None
-    with MetricsWriter(metrics_path, columns, resume_after=resume_after) as writer:
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(
+            MetricsWriter(metrics_path, columns, resume_after=resume_after)
+        )
+        queries = QueryLog(out_dir / QUERIES, data.y_train, run.labeled_at, resume_after)
+        stack.enter_context(bars(options.progress))
+        if options.progress:  # log lines printed above the bars, not through them
+            stack.enter_context(logging_redirect_tqdm())
+        done = read_rows(metrics_path) if resume_after is not None else []
+        stack.enter_context(ending_unfinished(options.loggers))
+        tracked = tracked_run(out_dir, options)
+        for logger in options.loggers:
+            logger.start(tracked, done)
         iterations = range(run.next_iteration, protocol.iterations + 1)
         bar = tqdm(iterations, desc=data.name, unit="it", disable=not options.progress)
         bar.reset(total=protocol.iterations + 1)  # the whole run, with the resumed part done
@@ -138,9 +161,10 @@ def run_active_learning(
             extra: dict[str, float] = {}
             if it > 0:  # acquire: label the query chosen from a fresh candidate subset
                 with speed.autocast_on(device):
-                    acquire_step(
+                    chosen = acquire_step(
                         model, data, run.labeled_at, it, acquisition, augment, protocol, gen
                     )
+                queries.add(it, chosen, *query_details(acquisition, augment, chosen))
                 extra.update(acquisition.extra_metrics())
                 if run.initial_state is not None:  # protocol.reinit: train from the initial weights
                     model.load_state_dict(run.initial_state)
@@ -162,15 +186,27 @@ def run_active_learning(
             t3 = time.perf_counter()
             run.best = max(run.best, run.acc)
             times = {"acquire_s": t1 - t0 if it > 0 else 0.0, "train_s": t2 - t1, "eval_s": t3 - t2}
-            writer.write(
-                {**run.record(it), "train_loss": loss, **times, "iter_s": t3 - t0, **extra}
-            )
+            row = {**run.record(it), "train_loss": loss, **times, "iter_s": t3 - t0, **extra}
+            writer.write(row)
+            queries.write()
             if options.checkpoint:
-                # After the CSV row: a crash between the two redoes this iteration on resume,
-                # and MetricsWriter drops its row first.
+                # After the CSV rows: a crash between the two redoes this iteration on resume,
+                # and MetricsWriter and QueryLog drop its rows first.
                 checkpoint.save(run.snapshot(it, time.perf_counter() - start, gen, **parts()))
+            for logger in options.loggers:  # after the checkpoint: see tracking.py
+                logger.log(row)
+            log.info(
+                "iteration %d/%d: %d labels, test accuracy %.2f%%, best %.2f%%, %.1f s",
+                it,
+                protocol.iterations,
+                row["n_labeled"],
+                run.acc,
+                run.best,
+                t3 - t0,
+            )
             bar.set_postfix(acc=f"{run.acc:.2f}", best=f"{run.best:.2f}")
         bar.close()
+        queries.write()  # also when the checkpoint was of the last iteration: nothing ran
 
     total_s = run.elapsed_before + time.perf_counter() - start
     n_labeled = int((run.labeled_at >= 0).sum())
@@ -179,6 +215,7 @@ def run_active_learning(
     )
     aux_params = acquisition.aux_parameters() + augment.aux_parameters()
     write_summary(out_dir, summary, run.resumes, aux_params, device, options)
+    finish_loggers(options.loggers, "FINISHED")  # after summary.json, an artifact of MLflow's
     if not options.keep_checkpoint:
         checkpoint.remove()
     return summary
@@ -323,6 +360,8 @@ def acquire_step(
     """Algorithm 1's acquisition: draw a fresh candidate subset of the pool, let the
     augmentation (by default: the acquisition) choose the query, label it in ``labeled_at``
     (in place) and tell the augmentation. Returns the chosen dataset indices."""
+    # queries.csv's details are set by this choice alone, never left over from the last one
+    acquisition.query_scores = augment.query_scores = augment.query_partners = None
     pool = torch.nonzero(labeled_at < 0).flatten()
     n_cand = (
         pool.numel() if protocol.pool_subset is None else min(protocol.pool_subset, pool.numel())
@@ -341,6 +380,56 @@ def acquire_step(
     labeled_at[chosen] = iteration
     augment.begin_iteration(ctx, chosen)
     return chosen
+
+
+def query_details(
+    acquisition: Acquisition, augment: Augment, chosen: torch.Tensor
+) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The scores and pair partners of the points just chosen, for queries.csv: the
+    augmentation's when it ranked by its own score, else the acquisition's (None: none)."""
+    scores = augment.query_scores if augment.query_scores is not None else acquisition.query_scores
+    partners = augment.query_partners
+    aligned = lambda t: t is not None and t.numel() == chosen.numel()
+    return (scores if aligned(scores) else None), (partners if aligned(partners) else None)
+
+
+def tracked_run(out_dir: Path, options: RunOptions) -> TrackedRun:
+    """The run as its trackers see it, named by its folder under the sweep folder (one run: by
+    its folder as given, e.g. outputs/digits/ent-none/seed0)."""
+    root = Path(options.log_root) if options.log_root is not None else out_dir
+    try:
+        name = out_dir.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        name = "."
+    if name == ".":
+        name = out_dir.as_posix()
+    config = options.run_info.get("config", {})
+    return TrackedRun(out_dir, root, options.experiment, name, config)
+
+
+@contextlib.contextmanager
+def ending_unfinished(loggers: list[Logger]) -> Iterator[None]:
+    """Tell the loggers when the block ends on an error (FAILED) or Ctrl-C (KILLED)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        finish_loggers(loggers, "KILLED")
+        raise
+    except BaseException:
+        finish_loggers(loggers, "FAILED")
+        raise
+
+
+def finish_loggers(loggers: list[Logger], status: str) -> None:
+    """Tell every logger the run ended. A tracker failing here does not fail the run, whose
+    files are whole by now: it is logged as a warning instead."""
+    for logger in loggers:
+        try:
+            logger.finish(status)
+        except Exception as err:  # a tracking server's error: any kind
+            log.warning(
+                "%s could not record the run's end (%s): %s", type(logger).__name__, status, err
+            )
 
 
 def train_iteration(
@@ -362,7 +451,7 @@ def train_iteration(
         idx = torch.arange(y.numel(), device=y.device)
     total = torch.zeros((), device=x.device)
     seen = 0
-    for _ in range(epochs):
+    for _ in phase(range(epochs), "training epochs"):
         total += train_epoch(model, optimizer, x, y, idx, protocol.batch_size, data.train_transform)
         seen += idx.numel()
         extra = augment.extra_step(model, optimizer)

@@ -111,6 +111,7 @@ class BALD(Acquisition):
         check_enough_candidates("bald", candidates.numel(), budget)
         scores = self.scores(ctx, candidates)
         chosen = top_k(scores, budget, ctx.generator)
+        self.query_scores = scores[chosen]
         self._metrics = {
             "bald_mi_selected": scores[chosen].mean(),
             "bald_mi_candidates": scores.mean(),

@@ -18,7 +18,7 @@ acquisitions (Coreset, BADGE) have neither and say so with ``per_instance = Fals
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -82,6 +82,10 @@ class Acquisition:
     per_instance: bool = False
     #: Per-iteration values this acquisition adds to metrics.csv (see ``extra_metrics``).
     metric_names: tuple[str, ...] = ()
+    #: Scores of the points the last ``select`` returned, in its order, for queries.csv; None
+    #: when the acquisition ranks by no per-point score (Random, Coreset, BADGE). The loop
+    #: clears it before every choice.
+    query_scores: Optional[torch.Tensor] = None
 
     def select(
         self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
@@ -197,7 +201,10 @@ class ScoreAcquisition(Acquisition):
     def select(
         self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
     ) -> torch.Tensor:
-        return candidates[top_k(self.scores(ctx, candidates), budget, ctx.generator)]
+        scores = self.scores(ctx, candidates)
+        rows = top_k(scores, budget, ctx.generator)
+        self.query_scores = scores[rows]
+        return candidates[rows]
 
 
 def pair_lambdas(lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..progress import phase
 from .base import Acquisition, AcquisitionContext, PairScorer, pair_lambdas, top_k
 from .passes import check_enough_candidates, eval_mode
 
@@ -306,7 +307,7 @@ class VAAL(Acquisition):
         for p in disc.parameters():
             p.requires_grad_(True)
         with torch.enable_grad():
-            for step in range(self.steps):
+            for step in phase(range(self.steps), "VAAL adversarial steps"):
                 for v in range(self.vae_steps):
                     x_l, x_u = (
                         self.vae_input(x[lab_idx[step, v]]),
@@ -400,6 +401,7 @@ class VAAL(Acquisition):
         # about -17, and a saturated D would then leave the choice among those to the tie-break.
         chosen = top_k(logits, budget, ctx.generator)
         picked = candidates[chosen]
+        self.query_scores = scores[chosen]
         self._metrics["vaal_score"] = scores[chosen].mean()
         self._metrics["vaal_score_candidates"] = scores.mean()
         # Logging only, after the choice: the classes of the query (labeled by the oracle next).

@@ -31,6 +31,11 @@ class Augment:
     metric_names: tuple[str, ...] = ()
     #: True when ``choose_query`` needs the acquisition's per-instance score (look-ahead methods).
     needs_per_instance_score: bool = False
+    #: For queries.csv, aligned with the last ``choose_query``'s result: the scores it ranked by,
+    #: when the augmentation ranks by its own (else the acquisition's ``query_scores`` are used),
+    #: and each point's pair partner (methods that label pairs). The loop clears both first.
+    query_scores: Optional[torch.Tensor] = None
+    query_partners: Optional[torch.Tensor] = None
 
     def check_compatible(self, acquisition: Acquisition, acquisition_name: str) -> None:
         """Raise ConfigError when this augmentation cannot work with ``acquisition``."""

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ..acquisition.base import AcquisitionContext
 from ..data.base import ActiveDataset
 from ..errors import ConfigError
+from ..progress import phase
 from .base import Augment
 from .infomixup import _FrozenEval
 from .policy import count_parameters
@@ -243,7 +244,7 @@ class BGADL(Augment):
             logits.float(), target.expand(logits.shape[0])
         )
         epochs = []
-        for _ in range(self.gan_epochs):
+        for _ in phase(range(self.gan_epochs), "BGADL VAE-ACGAN epochs"):
             sums = torch.zeros(3, device=device)
             for rows in torch.tensor_split(labeled[torch.randperm(n, device=device)], n_batches):
                 x, y = (data.x_train[rows] - lo) / (hi - lo), data.y_train[rows]

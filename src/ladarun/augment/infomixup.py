@@ -29,6 +29,7 @@ import torch
 from ..acquisition.base import Acquisition, AcquisitionContext, PairScorer, top_k
 from ..errors import ConfigError
 from ..models.staged import StagedClassifier
+from ..progress import phase
 from ..protocol import Protocol
 from .base import Augment
 from .mixing import LAMBDA_EPS, beta, virtual_step
@@ -166,6 +167,9 @@ class InfoMixup(Augment):
         }
         if policy_loss is not None:
             self._metrics["policy_loss"] = policy_loss
+        # queries.csv: both members of a pair carry the pair's Eq. 15 score and each other's index
+        self.query_scores = total[rows].repeat(2)
+        self.query_partners = torch.cat([second[rows], first[rows]])
         return torch.cat([first[rows], second[rows]])
 
     @torch.no_grad()
@@ -197,7 +201,7 @@ class InfoMixup(Augment):
         optimizer = torch.optim.Adam(policy.parameters(), lr=self.policy_lr)
         best_loss, best_tau = math.inf, None
         last_loss: Optional[float] = None
-        for epoch in range(self.policy_epochs):
+        for epoch in phase(range(self.policy_epochs), "InfoMixup policy"):
             order = torch.randperm(n_pairs, generator=generator).to(h_first.device)
             tau_epoch = torch.empty(n_pairs, device=h_first.device)
             loss_sum = torch.zeros((), device=h_first.device)

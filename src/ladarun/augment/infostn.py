@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..acquisition.base import Acquisition, AcquisitionContext, top_k
 from ..errors import ConfigError
+from ..progress import phase
 from .base import Augment
 from .infomixup import _FrozenEval
 from .policy import count_parameters
@@ -129,8 +130,11 @@ class InfoSTN(Augment):
                 "score alone and trains without transformed points.",
                 type(self).__name__,
             )
-            return candidates[top_k(base, budget, ctx.generator)]
+            rows = top_k(base, budget, ctx.generator)
+            self.query_scores = base[rows]
+            return candidates[rows]
         rows = top_k(base + virtual, budget, ctx.generator)  # Eq. 7
+        self.query_scores = (base + virtual)[rows]
         self._stn = stn
         self._metrics = {
             "theta_dist": float(dist.mean()),
@@ -156,7 +160,7 @@ class InfoSTN(Augment):
         optimizer = torch.optim.Adam(stn.parameters(), lr=self.lr)
         epoch_losses: list[torch.Tensor] = []
         snapshots: list[dict[str, torch.Tensor]] = []
-        for _ in range(self.epochs):
+        for _ in phase(range(self.epochs), "InfoSTN transformer"):
             order = inputs[torch.randperm(inputs.numel(), generator=ctx.generator).to(device)]
             total = torch.zeros((), device=device)
             for rows in order.split(self.batch_size):

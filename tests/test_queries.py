@@ -1,0 +1,170 @@
+"""queries.csv (which points a run labeled, when, with what score and partner) and the
+ladarun-queries class-balance report."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from helpers import CPU, SMOKE, Crash, read_csv, tiny_protocol, toy_data
+from ladarun.acquisition import MaxEntropy, RandomAcquisition
+from ladarun.augment.infomixup import InfoMixup
+from ladarun.loop import RunOptions, run_active_learning
+from ladarun.models import cnn
+from ladarun.queries import QUERIES
+from ladarun.report.queries import balance_table, class_balance, main
+from ladarun.state import CHECKPOINT, Checkpoint
+
+
+def run(out_dir, acquisition=None, augment=None, **kw):
+    return run_active_learning(
+        data=toy_data(),
+        model_factory=cnn,
+        acquisition=acquisition or MaxEntropy(),
+        augment=augment,
+        protocol=tiny_protocol(iterations=4, epochs=2, query=4),
+        out_dir=out_dir,
+        seed=5,
+        device=CPU,
+        options=RunOptions(progress=False, **kw),
+    )
+
+
+def by_iteration(rows):
+    out: dict[int, list[dict]] = {}
+    for r in rows:
+        out.setdefault(int(r["iteration"]), []).append(r)
+    return out
+
+
+def test_one_row_per_labeled_point_with_its_label_and_score(tmp_path):
+    summary = run(tmp_path)
+    rows = read_csv(tmp_path / QUERIES)
+    data = toy_data()
+    assert len(rows) == summary.n_labeled == 6 + 4 * 4
+    assert len({r["index"] for r in rows}) == len(rows)
+    assert all(int(r["label"]) == int(data.y_train[int(r["index"])]) for r in rows)
+    groups = by_iteration(rows)
+    assert sorted(groups) == [0, 1, 2, 3, 4]
+    # the initial set: 2 of each of the 3 classes, no score
+    assert sorted(int(r["label"]) for r in groups[0]) == [0, 0, 1, 1, 2, 2]
+    assert all(r["score"] == "" and r["partner"] == "" for r in groups[0])
+    for it in range(1, 5):
+        scores = [float(r["score"]) for r in groups[it]]
+        assert len(scores) == 4 and scores == sorted(scores, reverse=True)  # best first
+        # an entropy in bits of 3 classes
+        assert all(0 <= s <= math.log2(3) + 1e-6 for s in scores)
+        assert all(r["partner"] == "" for r in groups[it])
+
+
+def test_random_has_no_score(tmp_path):
+    run(tmp_path, acquisition=RandomAcquisition())
+    rows = read_csv(tmp_path / QUERIES)
+    assert len(rows) == 22 and all(r["score"] == "" for r in rows)
+
+
+def test_pairs_name_each_other(tmp_path):
+    run(tmp_path, augment=InfoMixup(layers=[1], policy_epochs=1, policy_batch_size=10))
+    rows = read_csv(tmp_path / QUERIES)
+    for it, group in by_iteration(rows).items():
+        if it == 0:
+            continue
+        partner = {r["index"]: r["partner"] for r in group}
+        score = {r["index"]: r["score"] for r in group}
+        assert len(group) == 4
+        for index, other in partner.items():
+            assert other in partner and partner[other] == index and other != index
+            assert score[index] == score[other] != ""  # the pair's Eq. 15 score
+
+
+def crash_at_checkpoint(monkeypatch, call_number):
+    """Make the ``call_number``-th checkpoint save raise: the iteration's CSV rows are written,
+    its checkpoint is not."""
+    real, calls = Checkpoint.save, {"n": 0}
+
+    def save(self, state):
+        calls["n"] += 1
+        if calls["n"] == call_number:
+            raise Crash()
+        return real(self, state)
+
+    monkeypatch.setattr(Checkpoint, "save", save)
+
+
+def test_killed_and_resumed_run_writes_the_same_file(tmp_path, monkeypatch):
+    run(tmp_path / "straight")
+    with monkeypatch.context() as m:
+        crash_at_checkpoint(m, 3)  # iteration 2's rows are written, its checkpoint is not
+        with pytest.raises(Crash):
+            run(tmp_path / "resumed")
+    partial = read_csv(tmp_path / "resumed" / QUERIES)
+    assert max(int(r["iteration"]) for r in partial) == 2  # ahead of the checkpoint (1)
+    run(tmp_path / "resumed")
+    straight = (tmp_path / "straight" / QUERIES).read_text()
+    assert (tmp_path / "resumed" / QUERIES).read_text() == straight
+
+
+def test_a_run_resumed_without_the_file_rebuilds_it_from_the_checkpoint(tmp_path, monkeypatch):
+    run(tmp_path / "straight")
+    with monkeypatch.context() as m:
+        crash_at_checkpoint(m, 3)
+        with pytest.raises(Crash):
+            run(tmp_path / "resumed")
+    (tmp_path / "resumed" / QUERIES).unlink()  # as a run started before queries.csv existed
+    run(tmp_path / "resumed")
+    straight = read_csv(tmp_path / "straight" / QUERIES)
+    resumed = read_csv(tmp_path / "resumed" / QUERIES)
+    key = lambda rows: sorted((r["iteration"], r["index"], r["label"]) for r in rows)
+    assert key(resumed) == key(straight)
+    # iterations 0 and 1 came from labeled_at: no scores; 2..4 were chosen after the resume
+    assert all((r["score"] == "") == (int(r["iteration"]) < 2) for r in resumed)
+
+
+def test_class_balance_statistics():
+    even = class_balance([0, 0, 1, 1], 2)
+    assert even == {
+        "picks": 4,
+        "classes": 2,
+        "entropy_bits": 1.0,
+        "balance": 1.0,
+        "min_share": 0.5,
+        "max_share": 0.5,
+    }
+    skewed = class_balance([0, 0, 0, 1], 4)
+    assert skewed["classes"] == 2 and skewed["min_share"] == 0.0 and skewed["max_share"] == 0.75
+    expected = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
+    assert skewed["entropy_bits"] == pytest.approx(expected)
+    assert skewed["balance"] == pytest.approx(expected / 2)
+
+
+def test_ladarun_queries_reports_each_row_and_reads_a_kept_checkpoint(
+    compose_cfg, tmp_path, capsys
+):
+    from ladarun.cli import run_from_config
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        run_from_config(compose_cfg(SMOKE + [f"seed={seed}"]), runs / f"ent/seed{seed}")
+    run_from_config(
+        compose_cfg(SMOKE + ["acquisition=random", "keep_checkpoint=true"]), runs / "random"
+    )
+    per_run, notes = balance_table(runs)
+    assert not notes and len(per_run) == 3
+    assert set(per_run["picks"]) == {8}  # 2 iterations x 4
+    assert set(per_run["source"]) == {QUERIES}
+    assert set(balance_table(runs, initial=True)[0]["picks"]) == {16}  # + 2 of each of 4 classes
+    # from the kept checkpoint alone: the same picks, so the same statistics
+    from_csv = per_run[per_run["row"] == "Random"].iloc[0]
+    (runs / "random" / QUERIES).unlink()
+    per_run, _ = balance_table(runs)
+    from_ckpt = per_run[per_run["row"] == "Random"].iloc[0]
+    assert from_ckpt["source"] == CHECKPOINT
+    for stat in ("picks", "classes", "entropy_bits", "min_share", "max_share"):
+        assert from_ckpt[stat] == pytest.approx(from_csv[stat])
+    assert main([str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "| synthetic | Max Entropy | 2 | 8 ±" in out and "| synthetic | Random | 1 | 8 |" in out
+    (runs / "random" / CHECKPOINT).unlink()
+    assert main([str(runs)]) == 0
+    assert "no queries.csv (the run predates it)" in capsys.readouterr().out
