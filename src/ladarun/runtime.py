@@ -11,10 +11,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import platform
 import random
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -35,6 +36,27 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"device must be one of auto, cpu, cuda; got {name!r}")
     return torch.device(name)
+
+
+def slurm_threads(environ: Mapping[str, str] = os.environ) -> Optional[int]:
+    """The intra-op thread count of a Slurm task: its ``SLURM_CPUS_PER_TASK``, or None.
+
+    torch starts one thread per core it sees, and a task given 1 CPU of a 2-core node ran with 2
+    threads; the thread count changes a CPU run's digits (docs/methods.md §14), so a task uses
+    what it was given. An explicit ``OMP_NUM_THREADS`` wins (torch already follows it).
+    """
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    value = environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def use_slurm_threads(environ: Mapping[str, str] = os.environ) -> int:
+    """Set torch's intra-op threads from ``slurm_threads`` when it applies; the count in use."""
+    threads = slurm_threads(environ)
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def synchronize(device: torch.device) -> None:
