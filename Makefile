@@ -8,10 +8,19 @@ RUNS   ?= outputs
 
 .PHONY: demo test test-all lint format bench table1 figures clean-outputs
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact, tested versions of everything installed (pyproject.toml has ranges).
+# `make test CONSTRAINTS=` installs without it, keeping a torch you installed first (README).
+CONSTRAINTS ?= constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
 	@touch $(STAMP)
+
+.PHONY: constraints
+constraints:  ## rewrite constraints.txt from .venv (after an upgrade has passed make test-all)
+	( echo "# The exact set the tests ran on; make installs it (pip install -c constraints.txt). Rewritten by make constraints."; \
+	  $(PY) -m pip freeze --disable-pip-version-check --exclude-editable ) > constraints.txt
 
 demo: $(STAMP)  ## the embedded default: digits, small CNN, quick protocol, no download
 	$(VENV)/bin/ladarun

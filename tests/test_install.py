@@ -115,3 +115,37 @@ def test_a_wheel_installed_into_a_fresh_environment_runs_from_an_empty_directory
     assert (
         empty / "outputs" / "digits" / "ent-none" / "protocol=smoke" / "seed0" / "summary.json"
     ).exists()
+
+
+def test_dependencies_are_ranges_and_constraints_pin_each_within_its_range():
+    """pyproject.toml declares ranges (a library must not pin); constraints.txt, which make installs
+    with pip -c, pins every declared package (the dev extra and the extras it names included)
+    to a version inside its range, so `make` reproduces the tested set."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    declared = [Requirement(r) for r in project["dependencies"]]
+    todo = [Requirement(r) for r in extras["dev"]]
+    while todo:  # "ladarun[tensorboard,mlflow]" in the dev extra: those extras' packages
+        req = todo.pop()
+        if canonicalize_name(req.name) == "ladarun":
+            todo += [Requirement(r) for extra in req.extras for r in extras[extra]]
+        else:
+            declared.append(req)
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    pinned = [str(r) for r in declared[: len(project["dependencies"])] if "==" in str(r)]
+    assert not pinned, f"pyproject.toml pins {pinned}: give a range, pin in constraints.txt"
+    for req in declared:
+        pin = pins.get(canonicalize_name(req.name))
+        assert pin is not None, f"constraints.txt lacks {req.name}: run make constraints"
+        assert req.specifier.contains(pin, prereleases=True), (
+            f"constraints.txt's {req.name}=={pin} is outside pyproject.toml's {req}"
+        )
+    assert "ladarun" not in pins  # the project itself is not a constraint
