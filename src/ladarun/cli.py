@@ -26,6 +26,9 @@ from .conf import CONF_DIR
 from .errors import ConfigError, LadarunError
 
 log = logging.getLogger("ladarun")
+# A log file on a full disk must not print a traceback per record: the write that fails for
+# ladarun's own files already stops the run with one line (DiskFullError).
+logging.raiseExceptions = False
 
 # conf/hydra/launcher/submitit_local.yaml deliberately shares its name with the plugin's schema
 # (it spells out every key, so it works whether or not Hydra still merges the two).
@@ -66,14 +69,18 @@ class Parts:
     augment: Any
     model_factory: Any
     source: Any  # the dataset source; its files are read once the run holds its directory
+    device: Any  # torch.device
     loggers: list[Any]  # the logger group's trackers (tracking.py); csv needs none
 
 
 def check_settings(cfg: DictConfig) -> Parts:
     """Build every part that needs no data and check the settings; raise ConfigError on the first
     impossible one. Nothing is written and nothing trains before this has passed."""
+    from .runtime import resolve_device
+
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}; set seed=N, e.g. seed=0")
+    device = resolve_device(cfg.device)
     protocol = build(cfg.protocol)
     acquisition = build(cfg.acquisition)
     augment = build(cfg.augment)
@@ -85,6 +92,7 @@ def check_settings(cfg: DictConfig) -> Parts:
         augment=augment,
         model_factory=build(cfg.model, _partial_=True),
         source=build(cfg.dataset, name=cfg.dataset.name),
+        device=device,
         # a missing optional package (tensorboard, mlflow) stops the run here, naming its extra
         loggers=[build(n) for n in (cfg.get("logger") or {}).values() if "_target_" in n],
     )
@@ -126,7 +134,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path, parts: Parts) -> float:
         )
         return done
     from .loop import RunOptions, run_active_learning  # torch: only for a run that goes ahead
-    from .runtime import SpeedOptions, resolve_device, use_slurm_threads
+    from .runtime import SpeedOptions, use_slurm_threads
 
     use_slurm_threads()  # a Slurm task runs as many threads as it has CPUs
 
@@ -137,7 +145,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path, parts: Parts) -> float:
         )
     (out_dir / FAILURE).unlink(missing_ok=True)
     try:
-        device = resolve_device(cfg.device)
+        device = parts.device
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / RUN_CONFIG, config)
         data = parts.source.load(cfg.data_dir, device)

@@ -19,3 +19,7 @@ class RunLockedError(LadarunError):
 
 class DamagedFileError(LadarunError):
     """A file of a run directory cannot be read (truncated, empty or corrupt)."""
+
+
+class DiskFullError(LadarunError):
+    """A write failed for lack of space; finished iterations are kept and a rerun resumes."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import json
@@ -28,7 +29,7 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from .errors import ConfigError, DamagedFileError, RunLockedError
+from .errors import ConfigError, DamagedFileError, DiskFullError, RunLockedError
 
 CHECKPOINT = "checkpoint.pt"
 RUN_CONFIG = "run_config.json"
@@ -98,11 +99,43 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     # Named for this process: two writers never share a temporary file.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     newline = None if "b" in mode else ""  # None: the default, the only value binary mode takes
-    with ctrl_c_deferred(), open(tmp, mode, newline=newline) as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        os.replace(tmp, path)
+    try:
+        with ctrl_c_deferred(), open(tmp, mode, newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except BaseException as err:
+        full = disk_full(err, path.parent)  # before the temporary file frees its space
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise DiskFullError(_disk_full_message(path)) from None
+        raise
+
+
+def disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether ``err`` is a write that failed for lack of space in ``folder``.
+
+    An OSError says so (ENOSPC, EDQUOT); torch.save's zip writer raises a RuntimeError that does
+    not ("unexpected pos 935296 vs 935184" on a full tmpfs), so for those the free space left in
+    ``folder`` decides.
+    """
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(err, RuntimeError):
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            return False
+        return stats.f_bavail * stats.f_frsize < 16 * 2**20
+    return False
+
+
+def _disk_full_message(path: Path) -> str:
+    return (
+        f"no space left on the device writing {path}; every finished iteration is kept: free some "
+        "space, then rerun the same command to resume"
+    )
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
@@ -125,12 +158,7 @@ class MetricsWriter:
         self.path = Path(path)
         self.columns = list(BASE_COLUMNS) + [c for c in extra_columns if c not in BASE_COLUMNS]
         if resume_after is not None and self.path.exists():
-            with open(self.path, newline="") as f:
-                kept = [
-                    r
-                    for r in csv.DictReader(f)
-                    if r.get("iteration", "").isdigit() and int(r["iteration"]) <= resume_after
-                ]
+            kept = self._rows_up_to(resume_after)
             with atomic_write(self.path) as f:
                 writer = csv.DictWriter(
                     f, fieldnames=self.columns, restval="", extrasaction="ignore"
@@ -145,12 +173,42 @@ class MetricsWriter:
             self._writer.writeheader()
         self._sync()
 
+    def _rows_up_to(self, last: int) -> list[dict[str, str]]:
+        """The rows of iterations 0..``last`` (those the checkpoint covers), all present and
+        readable, or DamagedFileError: a resume must never drop a finished iteration silently."""
+        fix = (
+            "delete it and checkpoint.pt to run this configuration again from the start, or put "
+            "back a good copy"
+        )
+        try:
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise DamagedFileError(f"{self.path} cannot be read ({err}); {fix}") from None
+        kept = [
+            r for r in rows if (r.get("iteration") or "").isdigit() and int(r["iteration"]) <= last
+        ]
+        found = [int(r["iteration"]) for r in kept]
+        if found != list(range(last + 1)) or any(
+            None in r.values() or "" in (r.get("test_acc"), r.get("n_labeled")) for r in kept
+        ):
+            raise DamagedFileError(
+                f"{self.path} does not hold iterations 0..{last} whole, which checkpoint.pt has "
+                f"finished (it has {found if len(found) < 12 else str(found[:12]) + '...'}); {fix}"
+            )
+        return kept
+
     def write(self, row: Mapping[str, Any]) -> None:
         unknown = set(row) - set(self.columns)
         if unknown:
             raise KeyError(f"metrics row has columns not declared up front: {sorted(unknown)}")
-        self._writer.writerow({k: _fmt(v) for k, v in row.items()})
-        self._sync()
+        try:
+            self._writer.writerow({k: _fmt(v) for k, v in row.items()})
+            self._sync()
+        except OSError as err:
+            if disk_full(err, self.path.parent):
+                raise DiskFullError(_disk_full_message(self.path)) from None
+            raise
 
     def _sync(self) -> None:
         self._file.flush()
