@@ -7,6 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
+from hydra.core.hydra_config import HydraConfig
 
 import ladarun
 from helpers import SMOKE
@@ -53,9 +54,16 @@ def test_run_lands_where_the_cli_does_and_returns_what_it_wrote(tmp_path, monkey
     assert (result.dir / "metrics.csv").stat().st_mtime_ns == mtime
 
 
-def test_run_honours_hydra_run_dir_and_refuses_sweeps(tmp_path):
+def test_run_honours_hydra_run_dir_and_refuses_sweeps(tmp_path, monkeypatch):
+    before = HydraConfig.instance().cfg
     result = ladarun.run([*SMOKE, f"hydra.run.dir={tmp_path}/here"])
     assert result.dir == tmp_path / "here" and (tmp_path / "here" / "metrics.csv").is_file()
+    assert HydraConfig.instance().cfg is before  # the caller's Hydra state is put back
+    # refused before it runs: one ConfigError, and no folder left behind (as the CLI)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="protocol.query"):
+        ladarun.run([*SMOKE, "augment=infomixup", "protocol.query=3"])
+    assert not (tmp_path / "outputs").exists()
     with pytest.raises(ConfigError, match="experiment=table1_quick is a sweep preset.*add -m"):
         ladarun.run(["experiment=table1_quick"])
     with pytest.raises(

@@ -122,33 +122,47 @@ def run(overrides: Sequence[str] = ()) -> RunResult:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from .cli import run_from_config
+    from .cli import _only_hydra_files, _remove_fresh, run_from_config
 
     overrides = list(overrides)
     cfg = compose(overrides)
     message = sweep_preset_error(cfg, overrides)
     if message is not None:
         raise ConfigError(message + " (ladarun.run runs one setting: loop over it for several)")
-    # ${hydra:...} interpolations in the config resolve against this, as they do under @hydra.main.
-    HydraConfig.instance().set_config(cfg)
+    # ${hydra:...} interpolations in the config resolve against this, as under @hydra.main; the
+    # caller's own Hydra state (a notebook's, a test's) is put back afterwards.
+    hydra_state = HydraConfig.instance()
+    previous = hydra_state.cfg
+    hydra_state.set_config(cfg)
     try:
-        out_dir = Path(str(cfg.hydra.run.dir))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"hydra.run.dir does not resolve: {' '.join(str(err).split())}") from None
-    with open_dict(cfg):
-        del cfg["hydra"]  # the job's config, as @hydra.main hands it to the task
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # .hydra/ as the CLI leaves it: the run folder's config for ladarun-table and a rerun.
-    hydra_dir = out_dir / ".hydra"
-    hydra_dir.mkdir(exist_ok=True)
-    OmegaConf.save(cfg, hydra_dir / "config.yaml")
-    OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
-    with _log_to(out_dir / "ladarun.log"):
-        run_from_config(cfg, out_dir)
+        try:
+            out_dir = Path(str(cfg.hydra.run.dir))
+        except OmegaConfBaseException as err:
+            text = " ".join(str(err).split())
+            raise ConfigError(f"hydra.run.dir does not resolve: {text}") from None
+        with open_dict(cfg):
+            del cfg["hydra"]  # the job's config, as @hydra.main hands it to the task
+        fresh = not out_dir.exists() or _only_hydra_files(out_dir)
+        # .hydra/ as the CLI leaves it: the run folder's config for ladarun-table and a rerun.
+        hydra_dir = out_dir / ".hydra"
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, hydra_dir / "config.yaml")
+        OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+        try:
+            with _log_to(out_dir / "ladarun.log"):
+                run_from_config(cfg, out_dir)
+        except ConfigError:
+            if fresh and _only_hydra_files(out_dir):
+                # Refused before anything was run, as the CLI: leave no folder that a table
+                # would list or a corrected call would have to get past.
+                _remove_fresh(out_dir, stop=Path.cwd())
+            raise
+        config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    finally:
+        hydra_state.cfg = previous
     done = load_run(out_dir)
     if done.problem is not None or done.summary is None or done.metrics is None:
         raise DamagedFileError(f"{out_dir}: {done.problem or 'no summary.json after the run'}")
-    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     return RunResult(dir=out_dir, summary=done.summary, metrics=done.metrics, config=config)
 
 
