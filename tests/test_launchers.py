@@ -125,8 +125,14 @@ def test_missing_plugin_names_the_extra(monkeypatch):
 
 def test_slurm_launcher_settings_and_site_file(compose_hydra, tmp_path):
     launcher = compose_hydra(["hydra/launcher=slurm"]).hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.gpus_per_node, launcher.max_num_timeout, launcher.partition) == (1, 10, None)
+    assert launcher._target_ == "hydra_plugins.ladarun_launcher.ladarun_submitit.SlurmLauncher"
+    # Resources come from each run's protocol (tests/test_slurm_launcher.py), not the top level.
+    assert (launcher.gpus_per_node, launcher.max_num_timeout, launcher.partition) == (
+        None,
+        10,
+        None,
+    )
+    assert launcher.resources.paper.gpus_per_node == 1 and launcher.dry_run is False
     assert launcher.max_num_timeout > 0  # a timed-out run is requeued (and resumes), not lost
     # Site values: from a site/slurm.yaml on Hydra's search path (conf/site/slurm.yaml is on it) ...
     (tmp_path / "site").mkdir()
@@ -136,7 +142,7 @@ def test_slurm_launcher_settings_and_site_file(compose_hydra, tmp_path):
     site = compose_hydra(
         ["hydra/launcher=slurm", f"hydra.searchpath=[file://{tmp_path}]"]
     ).hydra.launcher
-    assert (site.partition, site.account, list(site.setup), site.mem_gb) == (
+    assert (site.partition, site.account, list(site.setup), site.resources.paper.mem_gb) == (
         "gpu_a100",
         "lab",
         ["module load cuda"],
