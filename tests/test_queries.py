@@ -154,6 +154,7 @@ def test_ladarun_queries_reports_each_row_and_reads_a_kept_checkpoint(
     assert set(per_run["picks"]) == {8}  # 2 iterations x 4
     assert set(per_run["source"]) == {QUERIES}
     assert set(balance_table(runs, initial=True)[0]["picks"]) == {16}  # + 2 of each of 4 classes
+    assert set(balance_table(runs, until=1)[0]["picks"]) == {4}  # iteration 1 alone
     # from the kept checkpoint alone: the same picks, so the same statistics
     from_csv = per_run[per_run["row"] == "Random"].iloc[0]
     (runs / "random" / QUERIES).unlink()

@@ -81,9 +81,16 @@ def run_picks(run: Run, data_dir: Optional[str]) -> tuple[Optional[pd.DataFrame]
 
 
 def balance_table(
-    root: Path | str, initial: bool = False, data_dir: Optional[str] = None
+    root: Path | str,
+    initial: bool = False,
+    data_dir: Optional[str] = None,
+    until: Optional[int] = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """One row of balance statistics per run under ``root``, and a note per run left out."""
+    """One row of balance statistics per run under ``root``, and a note per run left out.
+
+    ``until``: count only the picks of iterations up to this one, to compare runs at one budget
+    (an unfinished run read from its checkpoint against finished ones).
+    """
     records: list[dict[str, Any]] = []
     notes = []
     for run in load_runs(Path(root)):
@@ -97,6 +104,8 @@ def balance_table(
         # every class is in the initial set (protocol.initial_per_class of each)
         num_classes = int(picks["label"].max()) + 1
         chosen = picks if initial else picks[picks["iteration"] > 0]
+        if until is not None:
+            chosen = chosen[chosen["iteration"] <= until]
         records.append(
             {
                 "dataset": run.dataset,
@@ -146,6 +155,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "runs_dir", nargs="?", default="outputs", help="folder searched for runs (default: outputs)"
     )
     parser.add_argument("--initial", action="store_true", help="count the initial labeled set too")
+    parser.add_argument(
+        "--until",
+        type=int,
+        default=None,
+        metavar="N",
+        help="count only the picks of iterations 1..N (to compare runs at one budget)",
+    )
     parser.add_argument("--csv", default=None, help="also write the per-run statistics here")
     parser.add_argument(
         "--data-dir",
@@ -156,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not Path(args.runs_dir).is_dir():
         print(f"ladarun-queries: error: {args.runs_dir} is not a folder", file=sys.stderr)
         return 2
-    per_run, notes = balance_table(args.runs_dir, args.initial, args.data_dir)
+    per_run, notes = balance_table(args.runs_dir, args.initial, args.data_dir, args.until)
     if per_run.empty:
         print(
             f"ladarun-queries: error: no run under {args.runs_dir} has its picks", file=sys.stderr
@@ -165,6 +181,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"  {note}", file=sys.stderr)
         return 2
     print(to_markdown(by_row(per_run)))
+    partial = per_run[per_run["status"] != "finished"]
+    for _, r in partial.iterrows():
+        print(f"unfinished, counted to iteration {r['iterations']} ({r['source']}): {r['path']}")
     if args.csv:
         per_run.to_csv(args.csv, index=False, float_format="%.4f")
         print(f"per-run statistics: {args.csv}")
