@@ -151,8 +151,18 @@ class _BaldPairScorer(PairScorer):
         )
 
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.score_features(self.mixed_features(lam, rows))
+
+    def mixed_features(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(..., B, D) pooled vectors of the virtual instances: everything before MC dropout."""
         lam = pair_lambdas(lam, rows)
         a, b = self.h_first[rows], self.h_second[rows]  # (B, C, H, W)
         weight = lam.reshape(*lam.shape, *([1] * (a.dim() - 1))).to(a.dtype)  # (..., B, 1, 1, 1)
         h = torch.lerp(b, a, weight)  # lam * a + (1 - lam) * b (Eq. 12)
-        return self._mi(h.reshape(-1, *a.shape[1:])).view(lam.shape)
+        pooled = self.model.embed_from(h.reshape(-1, *a.shape[1:]), self.k)
+        return pooled.view(*lam.shape, pooled.shape[-1])
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        # fresh dropout masks on every call, as mixed draws them
+        scores = self.acquisition.mc_scores(self.model, features.flatten(0, -2))
+        return scores.view(features.shape[:-1])

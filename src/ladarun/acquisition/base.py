@@ -73,6 +73,21 @@ class PairScorer:
         """
         raise NotImplementedError
 
+    def mixed_features(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(S, B, F): what ``mixed`` scores, before its last nonlinear step (``score_features``).
+
+        The tabulated look-ahead estimator (augment/tabulated.py) tabulates these on a lambda
+        grid and interpolates them linearly. A scorer gains accuracy there by returning values
+        that are (nearly) linear in lambda: the logits of a ReLU network with eval-mode
+        BatchNorm are piecewise linear in lambda, their entropy is not. By default the score
+        itself (F = 1).
+        """
+        return self.mixed(lam, rows).unsqueeze(-1)
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., F) features of ``mixed_features`` -> (...) scores; differentiable."""
+        return features.squeeze(-1)
+
 
 class Acquisition:
     """Chooses ``budget`` points of ``candidates`` (dataset indices) to label."""
@@ -158,12 +173,19 @@ class _ClassifierPairScorer(PairScorer):
         )
 
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.score_features(self.mixed_features(lam, rows))
+
+    def mixed_features(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(S, B, C) logits of the virtual instances."""
         a, b = self.h_first[rows].unsqueeze(0), self.h_second[rows].unsqueeze(0)  # (1, B, C, H, W)
         weight = lam.reshape(*lam.shape, *([1] * (a.dim() - 2))).to(a.dtype)  # (S, B, 1, 1, 1)
         # lam * a + (1 - lam) * b (Eq. 12), broadcast over the S samples
         h = torch.lerp(b, a, weight)
         logits = self.model.forward_from(h.flatten(0, 1), self.k)
-        return self.acquisition.score_logits(logits).view(lam.shape)
+        return logits.view(*lam.shape, logits.shape[-1])
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.acquisition.score_logits(features.flatten(0, -2)).view(features.shape[:-1])
 
 
 class ScoreAcquisition(Acquisition):

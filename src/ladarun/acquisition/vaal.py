@@ -474,8 +474,15 @@ class _LatentPairScorer(PairScorer):
         )
 
     def mixed(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.score_features(self.mixed_features(lam, rows))
+
+    def mixed_features(self, lam: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(..., B, 1) D's logit of "unlabeled" for the mixed latent means (before the sigmoid)."""
         lam = pair_lambdas(lam, rows)
         a, b = self.mu_first[rows], self.mu_second[rows]  # (B, z)
         # lam * mu(x_i) + (1 - lam) * mu(x'_i), (..., B, z)
         mu = torch.lerp(b, a, lam.unsqueeze(-1).to(a.dtype))
-        return self.acquisition.score_latent(mu)
+        return self.acquisition.unlabeled_logit(mu).unsqueeze(-1)
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(features.squeeze(-1))

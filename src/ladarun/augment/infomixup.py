@@ -11,6 +11,11 @@ Per acquisition iteration (Algorithm 1, lines 2-24):
 5. in every training epoch, take one step on the virtual instances of the selected pairs with
    lambda ~ Beta(tau*, tau*) drawn afresh (Eq. 17-19).
 
+``estimator`` says where alpha_mix comes from in steps 3-4: ``mc`` (the paper's and the official
+code's, the default) runs the frozen classifier from stage k for every lambda sample, forward and
+backward; ``tabulated`` evaluates each pair's alpha_i(lambda) once on a lambda grid and
+interpolates it (augment/tabulated.py, docs/methods.md §9.6).
+
 ``FixedInfoMixup`` is the LADA^fixed ablation: the same look-ahead scoring and training
 with tau fixed at 2.0 and no policy network.
 
@@ -34,8 +39,12 @@ from ..protocol import Protocol
 from .base import Augment
 from .mixing import LAMBDA_EPS, beta, virtual_step
 from .policy import LambdaNet, count_parameters
+from .tabulated import DEFAULT_GRID, TabulatedScorer, lambda_grid
 
 log = logging.getLogger(__name__)
+
+#: Where alpha_mix comes from while the policy trains and in Eq. 15 (module docstring).
+ESTIMATORS = ("mc", "tabulated")
 
 
 class _FrozenEval:
@@ -88,7 +97,15 @@ class InfoMixup(Augment):
         policy_lr: float = 5e-5,
         tau_activation: str = "sigmoid",
         faithful_quirks: bool = False,
+        estimator: str = "mc",
+        grid: int = DEFAULT_GRID,
     ) -> None:
+        if estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"augment.estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}"
+            )
+        self.estimator = estimator
+        self.grid = lambda_grid(grid)  # validates the size now, before a run trains anything
         self.layers = [int(k) for k in layers]
         if not self.layers or min(self.layers) < 0:
             raise ConfigError(
@@ -154,6 +171,13 @@ class InfoMixup(Augment):
             h_first = cached_features(model, ctx.data.x_train, first, k, ctx.score_batch_size)
             h_second = cached_features(model, ctx.data.x_train, second, k, ctx.score_batch_size)
             scorer = acquisition.pair_scorer(ctx, first, second, k, h_first, h_second)
+            if self.estimator == "tabulated":
+                scorer = TabulatedScorer(
+                    scorer,
+                    n_pairs,
+                    self.grid.to(h_first.device),
+                    chunk=self.policy_batch_size * self.samples,
+                )
             tau, policy_loss = self.pair_taus(scorer, h_first, h_second, ctx.generator)
             virtual = self.virtual_scores(scorer, tau)
             total = scorer.base() + virtual  # Eq. 15
@@ -287,8 +311,16 @@ class FixedInfoMixup(InfoMixup):
         layers: Sequence[int] = (1, 2),
         samples: int = 5,
         faithful_quirks: bool = False,
+        estimator: str = "mc",
+        grid: int = DEFAULT_GRID,
     ):
-        super().__init__(layers=layers, samples=samples, faithful_quirks=faithful_quirks)
+        super().__init__(
+            layers=layers,
+            samples=samples,
+            faithful_quirks=faithful_quirks,
+            estimator=estimator,
+            grid=grid,
+        )
         if not tau > 0:
             raise ConfigError(f"augment.tau must be > 0, got {tau}")
         self.tau = float(tau)
