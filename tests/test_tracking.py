@@ -19,6 +19,7 @@ from ladarun.errors import ConfigError
 from ladarun.loop import RunOptions, run_active_learning
 from ladarun.models import cnn
 from ladarun.progress import bars, phase
+from ladarun.report.runs import find_run_dirs
 from ladarun.tracking import MLFLOW_DB, MLFLOW_RUN, MLflowLogger, TensorBoardLogger
 
 CONFIG = {"seed": 5, "protocol": {"iterations": 4, "name": "tiny"}}
@@ -107,6 +108,8 @@ def test_every_point_once_after_a_kill_between_checkpoint_and_logging(tmp_path, 
         assert {"summary.json", "metrics.csv", "queries.csv", "learning_curve.png"} <= artifacts
     # the same results, so the same points
     assert tensorboard_scalars(resumed, "test_acc") == tensorboard_scalars(straight, "test_acc")
+    # the store's copies of summary.json and metrics.csv are not taken for runs by the reports
+    assert find_run_dirs(root) == [resumed, straight]
 
 
 def test_a_failed_run_is_marked_failed(tmp_path, monkeypatch):

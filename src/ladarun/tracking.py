@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 NOT_METRICS = ("iteration", "n_labeled")
 MLFLOW_RUN = "mlflow_run.json"  # the MLflow run of this run folder, reused on resume
 MLFLOW_DB = "mlflow.db"
-MLFLOW_ARTIFACTS = "mlartifacts"
+# hidden: ladarun-table skips hidden folders, and would take its copies of summary.json for runs
+MLFLOW_ARTIFACTS = ".mlartifacts"
 CURVE = "learning_curve.png"
 
 
