@@ -449,6 +449,9 @@ def test_an_unknown_row_key_is_one_line_listing_the_valid_ones(runs, capsys):
     assert "ent_infomixup" in err[0] and "var_infomixup_fixed" in err[0]
     assert main([str(runs), "--exclude", "lada"]) == 2
     assert "unknown row 'lada' in --exclude" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse's own error for an empty list
+        main([str(runs), "--rows", ","])
+    assert stop.value.code == 2 and "give row keys" in capsys.readouterr().err
     assert not (runs / "table1.md").exists()
 
 

@@ -826,7 +826,10 @@ def to_latex(agg: Aggregate, paper: bool = False, label: str = "tab:table1") -> 
 
 def _keys(text: str) -> list[str]:
     """A comma-separated list of row keys."""
-    return [k.strip() for k in text.split(",") if k.strip()]
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError("give row keys separated by commas, e.g. random,ent")
+    return keys
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
