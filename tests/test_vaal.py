@@ -307,3 +307,20 @@ def test_interrupted_vaal_run_resumes_exactly(tmp_path, monkeypatch):
     )
     assert outcome(resumed) == outcome(straight)
     assert vaal_columns(resumed) == vaal_columns(straight) and vaal_columns(straight)[3][0] != ""
+
+
+def test_vae_steps_compute_no_discriminator_weight_gradients():
+    """Issue 19, item 4: the VAE's steps differentiate through D to mu only; D's weight gradients
+    are computed once per adversarial step, in D's own step (they used to be computed in every VAE
+    step too, then discarded by D's zero_grad)."""
+    ctx = make_ctx(n=80, size=8)
+    vaal = VAAL(steps=4, vae_steps=2, batch_size=8, latent_dim=4, width=1 / 32)
+    vaal.prepare(ctx)  # builds the networks
+    weights_need_grad = []  # per forward of D: will its weights get a gradient?
+    vaal.disc.register_forward_pre_hook(
+        lambda module, args: weights_need_grad.append(module.net[0].weight.requires_grad)
+    )
+    vaal.prepare(ctx)
+    per_step = [False] * (2 * vaal.vae_steps) + [True] * 2  # 2 VAE steps, then D's step
+    assert weights_need_grad == per_step * vaal.steps
+    assert all(not p.requires_grad for p in vaal.disc.parameters())  # frozen for the look-ahead

@@ -304,10 +304,11 @@ class VAAL(Acquisition):
         zeros = torch.zeros(self.batch_size, device=x.device)
         vae.train()
         disc.train()
-        for p in disc.parameters():
-            p.requires_grad_(True)
         with torch.enable_grad():
             for step in phase(range(self.steps), "VAAL adversarial steps"):
+                # The VAE's steps differentiate through D to mu only: D's weight gradients would
+                # be computed and then discarded by the D step's zero_grad.
+                disc.requires_grad_(False)
                 for v in range(self.vae_steps):
                     x_l, x_u = (
                         self.vae_input(x[lab_idx[step, v]]),
@@ -328,6 +329,7 @@ class VAAL(Acquisition):
                 with torch.no_grad():
                     mu_l = vae.encode(self.vae_input(x[lab_idx[step, -1]]))[0]
                     mu_u = vae.encode(self.vae_input(x[pool_idx[step, -1]]))[0]
+                disc.requires_grad_(True)
                 d_loss = F.binary_cross_entropy_with_logits(
                     disc(mu_l).float(), ones
                 ) + F.binary_cross_entropy_with_logits(disc(mu_u).float(), zeros)
@@ -337,13 +339,11 @@ class VAAL(Acquisition):
                 if step >= self.steps - tail:
                     vae_sum += rec.detach()
                     disc_sum += d_loss.detach()
-        disc_opt.zero_grad(set_to_none=True)  # the VAE steps left gradients in D
+        disc_opt.zero_grad(set_to_none=True)  # the last D step's gradients: nothing reads them
         vae.eval()
         disc.eval()
-        for p in (
-            disc.parameters()
-        ):  # frozen until the next prepare: scores differentiate in lambda only
-            p.requires_grad_(False)
+        # frozen until the next prepare: scores differentiate in lambda only
+        disc.requires_grad_(False)
         self._metrics = {"vaal_vae_loss": vae_sum / tail, "vaal_disc_loss": disc_sum / tail}
 
     # --- scoring -------------------------------------------------------------------------------
