@@ -3,6 +3,7 @@ seed; every other override that changes results adds a folder named for it (stat
 
 from __future__ import annotations
 
+import pytest
 from omegaconf import OmegaConf
 
 from helpers import SMOKE, ladarun, read_csv
@@ -71,3 +72,44 @@ def test_a_learning_rate_sweep_runs_every_value_in_its_own_folder(tmp_path):
     more = ladarun(*SMOKE, "protocol.iterations=1", cwd=tmp_path, env_extra=ONE_THREAD)
     assert more.returncode == 0, more.stderr
     assert (root / "protocol.iterations=1,protocol=smoke" / "seed0" / "summary.json").exists()
+
+
+# --- runs made before a config key existed ----------------------------------------------------
+
+
+def older(cfg):
+    """``cfg`` as a ladarun without ``dataset.seed`` composed it."""
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        del cfg.dataset.seed
+    return cfg
+
+
+def test_a_key_added_since_at_its_default_keeps_runs_finished_and_resumable(
+    compose_cfg, tmp_path, monkeypatch
+):
+    from helpers import Crash, crash_at_evaluation
+    from ladarun.cli import run_from_config
+    from ladarun.errors import ConfigError
+
+    # An unfinished run of the older config: its checkpoint resumes under the newer one.
+    with monkeypatch.context() as m:
+        crash_at_evaluation(m, 3)
+        with pytest.raises(Crash):
+            run_from_config(older(compose_cfg(SMOKE)), tmp_path)
+    assert (tmp_path / "checkpoint.pt").exists()
+    # Stopped again under the newer config, and resumed again.
+    with monkeypatch.context() as m:
+        crash_at_evaluation(m, 1)
+        with pytest.raises(Crash):
+            run_from_config(compose_cfg(SMOKE), tmp_path)
+    run_from_config(compose_cfg(SMOKE), tmp_path)
+    assert [int(r["iteration"]) for r in read_csv(tmp_path / "metrics.csv")] == [0, 1, 2]
+    # The finished run is skipped, not refused.
+    before = (tmp_path / "metrics.csv").read_text()
+    run_from_config(compose_cfg(SMOKE), tmp_path)
+    assert (tmp_path / "metrics.csv").read_text() == before
+    # A value other than the default is a different configuration.
+    with pytest.raises(ConfigError, match=r"differs in: dataset\.seed"):
+        run_from_config(compose_cfg(SMOKE + ["dataset.seed=5"]), tmp_path)

@@ -121,13 +121,21 @@ def _run_locked(cfg: DictConfig, out_dir: Path, parts: Parts) -> float:
         METRICS,
         RUN_CONFIG,
         check_existing,
-        fingerprint,
+        run_fingerprint,
         write_json_atomic,
     )
 
     # A DictConfig gives a dict.
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    done = check_existing(out_dir, config)
+
+    def defaults() -> dict[str, Any]:  # only read when the folder holds an earlier run
+        from .report.runs import default_config
+
+        return default_config(config)
+
+    done = check_existing(out_dir, config, defaults)
+    # Before run_config.json is rewritten below: an earlier run's checkpoint is checked against it.
+    run_fp = run_fingerprint(out_dir, config, defaults) if done is None else ""
     if done is not None:
         log.info(
             "Run in %s is already finished (best accuracy %.2f%%); skipping it.", out_dir, done
@@ -147,7 +155,11 @@ def _run_locked(cfg: DictConfig, out_dir: Path, parts: Parts) -> float:
     try:
         device = parts.device
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / RUN_CONFIG, config)
+        if not (
+            cfg.checkpoint and (out_dir / CHECKPOINT).exists() and (out_dir / RUN_CONFIG).exists()
+        ):
+            # A resumed run keeps the config it started with (its checkpoint's fingerprint).
+            write_json_atomic(out_dir / RUN_CONFIG, config)
         data = parts.source.load(cfg.data_dir, device)
         log.info(
             "dataset=%s (%d train, %d test) model=%s acquisition=%s augment=%s protocol=%s seed=%d device=%s",
@@ -167,7 +179,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path, parts: Parts) -> float:
             progress=cfg.progress,
             checkpoint=cfg.checkpoint,
             keep_checkpoint=cfg.keep_checkpoint,
-            fingerprint=fingerprint(config),
+            fingerprint=run_fp,
             speed=SpeedOptions(**config["speed"]),
             run_info={"config": config},
             loggers=parts.loggers,

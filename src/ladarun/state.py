@@ -24,7 +24,7 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping, Optional
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -450,18 +450,61 @@ def _previous_config(out_dir: Path) -> Optional[dict]:
     return None
 
 
-def check_existing(out_dir: Path, config: dict) -> Optional[float]:
+Defaults = Callable[[], Mapping[str, Any]]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def differences(before: dict, now: dict, defaults: Optional[Defaults] = None) -> list[str]:
+    """The dotted keys in which two configs differ in what a run measures.
+
+    A key that ``before`` lacks, set in ``now`` to its package default (``defaults()``: the
+    unresolved config ladarun composes for these choices), is no difference: the key was added
+    to ladarun after the earlier run, and a new key's default keeps the behaviour from before it.
+    So finished runs stay finished, and unfinished ones resume, across such additions.
+    """
+    b, n = _flat(comparable(before)), _flat(comparable(now))
+    changed = [k for k in sorted(set(b) | set(n)) if k not in b or k not in n or b[k] != n[k]]
+    if defaults is None or not any(k not in b for k in changed):
+        return changed
+    d = _flat(defaults())
+    return [k for k in changed if not (k not in b and k in n and k in d and d[k] == n[k])]
+
+
+def run_fingerprint(out_dir: Path, config: dict, defaults: Optional[Defaults] = None) -> str:
+    """The fingerprint a run of ``config`` in ``out_dir`` saves and checks its checkpoint with:
+    the earlier run's when it is the same run under keys added since (``differences``), so its
+    checkpoint still resumes; otherwise ``fingerprint(config)``."""
+    previous = _previous_config(out_dir)
+    if previous is not None and comparable(previous) != comparable(config):
+        if not differences(previous, config, defaults):
+            return fingerprint(previous)
+    return fingerprint(config)
+
+
+def check_existing(
+    out_dir: Path, config: dict, defaults: Optional[Defaults] = None
+) -> Optional[float]:
     """Guard what ``out_dir`` already holds before a run starts there.
 
     Returns the best accuracy of a finished run of this same config (the caller skips it),
     or None when the run should start or resume. Raises ConfigError when ``out_dir`` holds a
     finished or resumable run of a *different* config, so a new run never overwrites results.
+    Keys added to ladarun since the earlier run, at their defaults, are no difference
+    (``differences``).
     """
     previous = _previous_config(out_dir)
     if previous is None:
         return None
-    before, now = comparable(previous), comparable(config)
-    if before == now:
+    changed = differences(previous, config, defaults)
+    if not changed:
         summary_path = out_dir / SUMMARY
         if not summary_path.exists():
             return None
@@ -473,7 +516,6 @@ def check_existing(out_dir: Path, config: dict) -> Optional[float]:
     if hydra_config.exists() and previous:
         # Hydra has just overwritten the earlier run's config with the new one: put it back.
         hydra_config.write_text(OmegaConf.to_yaml(OmegaConf.create(previous)))
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     state = "finished" if (out_dir / SUMMARY).exists() else "resumable (unfinished)"
     raise ConfigError(
         f"{out_dir} already holds a {state} run with a different configuration (differs in: {', '.join(changed)}); "
