@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import (
     CPU,
@@ -107,7 +108,8 @@ VARIANT = "protocol.epochs=2,protocol.iterations=40,+3-b34e795c"  # a long name 
 @pytest.mark.slow
 def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL the real CLI mid-run (as a preempted job), rerun the same command: the
-    metrics equal an uninterrupted run's of the same seed in every column but wall-clock time."""
+    metrics equal an uninterrupted run's of the same seed in every column but wall-clock time,
+    queries.csv is the same file, and TensorBoard holds the same points, each once."""
     args = [
         str(LADARUN),
         "dataset=synthetic",
@@ -118,6 +120,7 @@ def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
         "protocol.pool_subset=20",
         "protocol.query=4",
         "protocol.epochs=2",
+        "logger=[csv,tensorboard]",
     ]
     # One thread each: the two runs share the CPU (and 2-core machines), and torch's threads
     # spin badly when oversubscribed.
@@ -172,6 +175,16 @@ def test_killed_console_script_resumes_to_the_uninterrupted_result(tmp_path):
     without_time = lambda rows: [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in rows]
     assert without_time(resumed) == without_time(reference)
     assert len({r["test_acc"] for r in reference}) > 1  # the comparison has something to compare
+    straight_dir = tmp_path / "straight" / "outputs" / "synthetic" / "ent-none" / VARIANT / "seed1"
+    assert (run_dir / "queries.csv").read_text() == (straight_dir / "queries.csv").read_text()
+
+    def points(folder):
+        acc = EventAccumulator(str(folder / "tensorboard"))
+        acc.Reload()
+        return [(e.step, round(e.value, 4)) for e in acc.Scalars("test_acc")]
+
+    assert points(run_dir) == points(straight_dir)
+    assert [s for s, _ in points(run_dir)] == [int(r["n_labeled"]) for r in reference]
 
 
 def test_unfinished_run_of_another_config_is_kept(compose_cfg, tmp_path, monkeypatch):
