@@ -214,3 +214,27 @@ def test_both_estimators_pick_the_known_pairs(trained, make, acquisition, one_th
         picked[estimator] = {int(torch.nonzero(candidates == c)) % 20 for c in chosen.tolist()}
     assert picked["mc"] == answer
     assert picked["tabulated"] == answer
+
+
+@pytest.mark.parametrize("estimator", ["mc", "tabulated"])
+def test_fixed_vaal_mix_computes_no_classifier_maps(monkeypatch, estimator, one_thread):
+    """Issue 19, item 4: LADA_VaalMix^fixed has no policy and VAAL mixes latent means, so the
+    classifier's maps h^k, which nothing would read, are not computed; LADA_VaalMix's are."""
+    from ladarun.augment import infomixup as infomixup_module
+
+    calls = []
+    real = infomixup_module.cached_features
+    monkeypatch.setattr(
+        infomixup_module, "cached_features", lambda *a, **kw: calls.append(1) or real(*a, **kw)
+    )
+    data = toy_data()
+    model = trained_model(data, epochs=1)
+    candidates = torch.arange(6, 46)
+    FixedInfoMixup(layers=[1], estimator=estimator).choose_query(
+        small_vaal(), context(model, data), candidates, 4
+    )
+    assert calls == []
+    InfoMixup(layers=[1], estimator=estimator, policy_epochs=1).choose_query(
+        small_vaal(), context(model, data), candidates, 4
+    )
+    assert len(calls) == 2

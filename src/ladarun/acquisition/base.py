@@ -97,6 +97,9 @@ class Acquisition:
     per_instance: bool = False
     #: Per-iteration values this acquisition adds to metrics.csv (see ``extra_metrics``).
     metric_names: tuple[str, ...] = ()
+    #: False when ``pair_scorer`` ignores the classifier's maps ``h_first``/``h_second`` (VAAL
+    #: mixes its own latent means), so a look-ahead without a policy need not compute them.
+    pair_scorer_reads_maps: bool = True
     #: Scores of the points the last ``select`` returned, in its order, for queries.csv; None
     #: when the acquisition ranks by no per-point score (Random, Coreset, BADGE). The loop
     #: clears it before every choice.
@@ -131,7 +134,9 @@ class Acquisition:
         """Scorer of the pairs ``(first[i], second[i])`` (dataset indices) mixed at stage ``k``.
 
         ``h_first``/``h_second`` are the classifier's cached ``h^k`` of both members (eval
-        mode, no grad), which the augmentation computed anyway for its policy network.
+        mode, no grad), which the augmentation computed anyway for its policy network. An
+        acquisition whose scorer never reads them says so with ``pair_scorer_reads_maps = False``;
+        an augmentation without a policy network (LADA^fixed) then passes (P, 0) placeholders.
         """
         raise NotImplementedError(f"{type(self).__name__} has no per-instance score")
 

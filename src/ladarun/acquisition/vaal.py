@@ -176,6 +176,7 @@ class VAAL(Acquisition):
     """
 
     per_instance = True
+    pair_scorer_reads_maps = False  # its pairs mix latent means (§9.5)
     metric_names = (
         "vaal_vae_loss",
         "vaal_disc_loss",

@@ -87,6 +87,8 @@ class InfoMixup(Augment):
 
     needs_per_instance_score = True
     metric_names: tuple[str, ...] = ("mix_layer", "tau_mean", "virtual_score", "policy_loss")
+    #: A policy network reads the pairs' maps h^k (the ^fixed ablation has none).
+    has_policy = True
 
     def __init__(
         self,
@@ -168,14 +170,17 @@ class InfoMixup(Augment):
         k = draw_layer(self.layers, ctx.generator)
         acquisition.prepare(ctx)
         with _FrozenEval(model):
-            h_first = cached_features(model, ctx.data.x_train, first, k, ctx.score_batch_size)
-            h_second = cached_features(model, ctx.data.x_train, second, k, ctx.score_batch_size)
+            if self.has_policy or acquisition.pair_scorer_reads_maps:
+                h_first = cached_features(model, ctx.data.x_train, first, k, ctx.score_batch_size)
+                h_second = cached_features(model, ctx.data.x_train, second, k, ctx.score_batch_size)
+            else:  # nothing would read h^k (LADA_VaalMix^fixed): (P, 0) placeholders
+                h_first = h_second = ctx.data.x_train.new_empty(n_pairs, 0)
             scorer = acquisition.pair_scorer(ctx, first, second, k, h_first, h_second)
             if self.estimator == "tabulated":
                 scorer = TabulatedScorer(
                     scorer,
                     n_pairs,
-                    self.grid.to(h_first.device),
+                    self.grid.to(ctx.data.x_train.device),
                     chunk=self.policy_batch_size * self.samples,
                 )
             tau, policy_loss = self.pair_taus(scorer, h_first, h_second, ctx.generator)
@@ -304,6 +309,7 @@ class FixedInfoMixup(InfoMixup):
     """
 
     metric_names = ("mix_layer", "tau_mean", "virtual_score")
+    has_policy = False
 
     def __init__(
         self,
