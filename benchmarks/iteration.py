@@ -1,6 +1,7 @@
 """Per-iteration benchmarks: the Time column, loop overhead, throughput and memory, and GPU figures.
 
-    python benchmarks/run.py iteration [--sections time overhead memory switches gpu] [--device cuda] [-- overrides]
+    python benchmarks/run.py iteration [--sections time overhead memory switches estimator gpu]
+        [--device cuda] [--note TEXT] [-- overrides]
 
 
 Every measurement runs the runner's own code (``acquire_step``, ``train_iteration``,
@@ -15,6 +16,9 @@ Every measurement runs the runner's own code (``acquire_step``, ``train_iteratio
   allocated on a GPU) and its acquisition throughput (candidates scored per second).
 - ``switches``: seconds per iteration of Random, Max Entropy and LADA_EntMix with each speed
   switch of this device on and off (CPU: channels_last, bf16), interleaved.
+- ``estimator``: LADA_EntMix, LADA_VarMix and LADA_VaalMix with each look-ahead estimator
+  (``augment.estimator=mc|tabulated``), interleaved with Random: acquisition seconds, the
+  acquisition's speed-up over ``mc`` and the whole-iteration ratio to Random.
 - ``gpu`` (CUDA only): the same at the paper protocol with the GPU switches (deterministic,
   bf16, channels_last, compile).
 
@@ -159,10 +163,13 @@ class Bench:
         )
         return model, torch.optim.Adam(model.parameters(), lr=self.protocol.lr)
 
-    def iteration(self, row: Row, repeat: int = 0) -> dict[str, float]:
-        """One whole iteration of ``row`` from the shared state: acquire, train, evaluate."""
+    def iteration(self, row: Row, repeat: int = 0, extra: Sequence[str] = ()) -> dict[str, float]:
+        """One whole iteration of ``row`` from the shared state: acquire, train, evaluate.
+
+        ``extra`` overrides are added to the row's config (e.g. ``augment.estimator=tabulated``).
+        """
         cfg = compose_config(
-            self.base + [f"acquisition={row.acquisition}", f"augment={row.augment}"]
+            self.base + [f"acquisition={row.acquisition}", f"augment={row.augment}", *extra]
         )
         acquisition, augment = build(cfg.acquisition), build(cfg.augment)
         augment.check_compatible(acquisition, row.acquisition)
@@ -246,6 +253,59 @@ def time_column(
             }
         )
     return results
+
+
+ESTIMATOR_ROWS = ("LADA_EntMix", "LADA_VarMix", "LADA_VaalMix")
+ESTIMATORS = ("mc", "tabulated")
+# Issue 19's targets for the tabulated estimator: LADA_EntMix's acquisition at least 4x faster
+# than mc's, and its whole iteration at most 2.0x Random's.
+ESTIMATOR_TARGETS = {"acquire_speedup": 4.0, "ratio": 2.0}
+
+
+def estimator_section(
+    bench: Bench, repeats: int, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """The look-ahead rows with each ``augment.estimator``: acquisition seconds and the
+    whole-iteration ratio to Random, interleaved Random, row with mc, row with tabulated, ...
+    in one process from the shared state, so drift cancels (docs/methods.md §9.6)."""
+    random_row = Row("Random", "random", "none", 1.0)
+    rows = [r for r in implemented_rows() if r.label in ESTIMATOR_ROWS]
+    bench.iteration(random_row)  # warm-up
+    runs: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for rep in range(repeats):
+        for row in rows:
+            base = bench.iteration(random_row, rep)
+            for estimator in ESTIMATORS:
+                timed = bench.iteration(row, rep, [f"augment.estimator={estimator}"])
+                runs.setdefault((row.label, estimator), []).append((base, timed))
+                log(
+                    f"bench: repeat {rep + 1}/{repeats} {row.label} estimator={estimator}: acquire "
+                    f"{timed['acquire_s']:.2f} s, iteration {timed['iter_s']:.2f} s vs Random "
+                    f"{base['iter_s']:.2f} s (ratio {timed['iter_s'] / base['iter_s']:.2f})"
+                )
+    out = []
+    for row in rows:
+        mc = runs[(row.label, "mc")]
+        for estimator in ESTIMATORS:
+            pairs = runs[(row.label, estimator)]
+            # per repeat: mc's acquisition over this one's (both beside the same Random iteration)
+            speedups = [m[1]["acquire_s"] / p[1]["acquire_s"] for m, p in zip(mc, pairs)]
+            ratios = [t["iter_s"] / b["iter_s"] for b, t in pairs]
+            out.append(
+                {
+                    "row": row.label,
+                    "estimator": estimator,
+                    "acquire_s": statistics.median(t["acquire_s"] for _, t in pairs),
+                    "acquire_min_s": min(t["acquire_s"] for _, t in pairs),
+                    "acquire_speedup": statistics.median(speedups),
+                    "iter_s": statistics.median(t["iter_s"] for _, t in pairs),
+                    "random_iter_s": statistics.median(b["iter_s"] for b, _ in pairs),
+                    "ratio_median": statistics.median(ratios),
+                    "ratio_min": min(ratios),
+                    "ratio_max": max(ratios),
+                }
+            )
+    return out
 
 
 def bare_epoch(model, optimizer, x, y, indices, batch_size, transform=None) -> None:
@@ -526,6 +586,25 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
             lines.append(
                 f"| {m['row']} | {m['rss_before_mib']:.0f} | {it_s} | {grow} | {m['peak_rss_mib']:.0f} | {cuda} |\n"
             )
+    if report.get("estimator"):
+        lines += [
+            "\n### Look-ahead estimators (`augment.estimator`): acquisition time and the whole-iteration "
+            "ratio to Random (interleaved, one process)\n\n",
+            "Targets (issue 19): LADA_EntMix with `tabulated`: acquisition >= "
+            f"{ESTIMATOR_TARGETS['acquire_speedup']:.0f}x faster than `mc`, whole iteration <= "
+            f"{ESTIMATOR_TARGETS['ratio']:.1f}x Random.\n\n",
+            "| row | estimator | acquire s (median) | acquire min s | acquisition speed-up vs mc | iteration s "
+            "| Random iteration s | ratio to Random (median) | min-max |\n"
+            "|---|---|---|---|---|---|---|---|---|\n",
+        ]
+        for e in report["estimator"]:
+            lines.append(
+                f"| {e['row']} | {e['estimator']} | {e['acquire_s']:.2f} | {e['acquire_min_s']:.2f} "
+                f"| {e['acquire_speedup']:.2f}x | {e['iter_s']:.2f} | {e['random_iter_s']:.2f} "
+                f"| {e['ratio_median']:.2f} | {e['ratio_min']:.2f}-{e['ratio_max']:.2f} |\n"
+            )
+    if report.get("note"):
+        lines.append(f"\n{report['note']}\n")
     for key, title in (
         ("switches", "Speed switches on this device (quick protocol; interleaved)"),
         ("gpu", "GPU: seconds per paper-protocol iteration, per speed switch (interleaved)"),
@@ -557,8 +636,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument(
         "--sections",
         nargs="*",
-        default=["time", "overhead", "memory", "switches"],
-        choices=["time", "overhead", "memory", "switches", "gpu"],
+        default=["time", "overhead", "memory", "switches", "estimator"],
+        choices=["time", "overhead", "memory", "switches", "estimator", "gpu"],
+    )
+    parser.add_argument(
+        "--note",
+        default="",
+        help="a line recorded under this entry in bench.md (e.g. the machine's load)",
     )
     parser.add_argument(
         "--rows", nargs="*", help="row labels to time (default: every implemented row)"
@@ -602,7 +686,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "threads": torch.get_num_threads(),
     }
     print(f"bench: {report['machine']}; rows: {', '.join(r.label for r in rows)}", flush=True)
-    if "time" in args.sections or "overhead" in args.sections:
+    if args.note:
+        report["note"] = args.note
+    if {"time", "overhead", "estimator"} & set(args.sections):
         bench = Bench(base, args.labeled, device)
         if "time" in args.sections:
             report["time"] = time_column(
@@ -611,6 +697,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if "overhead" in args.sections:
             report["overhead"] = loop_overhead(bench, epochs=10, repeats=max(args.repeats, 3))
             print(f"bench: loop overhead ratio {report['overhead']['ratio']:.3f}", flush=True)
+        if "estimator" in args.sections:
+            report["estimator"] = estimator_section(
+                bench, args.repeats, log=lambda s: print(s, flush=True)
+            )
     if "memory" in args.sections:
         report["memory"] = memory_column(base, rows, args.labeled, args.device)
     if "switches" in args.sections:
