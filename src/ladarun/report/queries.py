@@ -152,7 +152,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="The class balance of each run's picks (queries.csv), per run and per Table 1 row.",
     )
     parser.add_argument(
-        "runs_dir", nargs="?", default="outputs", help="folder searched for runs (default: outputs)"
+        "runs_dirs",
+        nargs="*",
+        default=["outputs"],
+        metavar="RUNS_DIR",
+        help="folders searched for runs, read together (default: outputs)",
     )
     parser.add_argument("--initial", action="store_true", help="count the initial labeled set too")
     parser.add_argument(
@@ -169,14 +173,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="where datasets live, for runs read from a kept checkpoint.pt (default: each run's data_dir)",
     )
     args = parser.parse_args(argv)
-    if not Path(args.runs_dir).is_dir():
-        print(f"ladarun-queries: error: {args.runs_dir} is not a folder", file=sys.stderr)
-        return 2
-    per_run, notes = balance_table(args.runs_dir, args.initial, args.data_dir, args.until)
+    frames, notes = [], []
+    for folder in args.runs_dirs:
+        if not Path(folder).is_dir():
+            print(f"ladarun-queries: error: {folder} is not a folder", file=sys.stderr)
+            return 2
+        found, left_out = balance_table(folder, args.initial, args.data_dir, args.until)
+        frames.append(found)
+        notes += left_out
+    per_run = pd.concat(frames, ignore_index=True)
     if per_run.empty:
-        print(
-            f"ladarun-queries: error: no run under {args.runs_dir} has its picks", file=sys.stderr
-        )
+        where = ", ".join(args.runs_dirs)
+        print(f"ladarun-queries: error: no run under {where} has its picks", file=sys.stderr)
         for note in notes:
             print(f"  {note}", file=sys.stderr)
         return 2
