@@ -42,7 +42,7 @@ def test_two_job_sweep_through_submitit_local(tmp_path):
         env_extra=ONE_THREAD,
     )
     assert res.returncode == 0, res.stderr
-    assert "Submitit 'local' sweep" in res.stdout + res.stderr
+    assert "Submitting 2 of 2 run(s)" in res.stdout + res.stderr  # ladarun's submitit launcher
     assert len(list((tmp_path / "outputs" / ".submitit").glob("*/*_result.pkl"))) == 2
     assert finished_seeds(tmp_path) == ["seed0", "seed1"]
 

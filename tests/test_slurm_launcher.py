@@ -230,14 +230,14 @@ def test_a_job_the_partition_cannot_hold_is_one_warning_naming_the_keys(
 # --- the time limit ---------------------------------------------------------------------------
 def test_time_limit_twice_at_the_same_iteration_stops_requeueing(tmp_path):
     at_limit: list[int] = []
-    note_time_limit(at_limit, -1, tmp_path, 60)  # first limit, still in the initial training
-    note_time_limit(at_limit, 3, tmp_path, 60)  # progress: requeue again
+    note_time_limit(at_limit, -1, 60)  # first limit, still in the initial training
+    note_time_limit(at_limit, 3, 60)  # progress: requeue again
     with pytest.raises(
         TimeLimitError, match=r"twice at iteration 3: .*hydra\.launcher\.timeout_min"
     ):
-        note_time_limit(at_limit, 3, tmp_path, 60)
+        note_time_limit(at_limit, 3, 60)
     with pytest.raises(TimeLimitError, match="before its initial training finished"):
-        note_time_limit([-1], -1, tmp_path, 1)
+        note_time_limit([-1], -1, 1)
 
 
 def test_submitits_rule_tells_a_time_limit_from_a_preemption():

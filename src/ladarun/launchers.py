@@ -177,7 +177,7 @@ def timed_out(started: float, timeout_min: float, now: Optional[float] = None) -
     return ((now or time.time()) - started) >= min(0.8 * limit_s, limit_s - 600.0)
 
 
-def note_time_limit(at_limit: list[int], done: int, run_dir: Path, timeout_min: float) -> None:
+def note_time_limit(at_limit: list[int], done: int, timeout_min: float) -> None:
     """Record in ``at_limit`` that a run reached its time limit with ``done`` iterations
     finished; raise TimeLimitError when the time limit before found it at the same iteration.
 
@@ -188,7 +188,7 @@ def note_time_limit(at_limit: list[int], done: int, run_dir: Path, timeout_min: 
     if at_limit and at_limit[-1] == done:
         where = f"at iteration {done}" if done >= 0 else "before its initial training finished"
         raise TimeLimitError(
-            f"{run_dir} reached its time limit of {timeout_min:g} min twice {where}: one "
+            f"the run reached its time limit of {timeout_min:g} min twice {where}: one "
             "iteration takes longer than that; relaunch with a larger hydra.launcher.timeout_min "
             "(the run resumes from its checkpoint)"
         )
@@ -210,7 +210,7 @@ def lost_job_error(planned: PlannedJob, job: Any, state: str, accounting: bool) 
             reason = f": {json.loads(failure.read_text()).get('message', '')}"
     return JobLostError(
         f"job {job.job_id} ({planned.label}) {what} without a result{reason}; "
-        f"{planned.run_dir} keeps every finished iteration (relaunch the sweep to resume it); "
+        "its run folder keeps every finished iteration (relaunch the sweep to resume it); "
         f"log: {job.paths.stderr}"
     )
 

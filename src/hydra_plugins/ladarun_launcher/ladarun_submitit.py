@@ -345,7 +345,7 @@ if submitit_launcher is not None:
                 run_dir = Path(self._run_dirs[self._job_num])
                 limit = self._timeout_mins[self._job_num]
                 if timed_out(self._started, limit):
-                    note_time_limit(self._at_time_limit, iterations_done(run_dir), run_dir, limit)
+                    note_time_limit(self._at_time_limit, iterations_done(run_dir), limit)
             return super().checkpoint(*args, **kwargs)
 
     class LocalLauncher(_LadarunSubmitit):
@@ -416,4 +416,8 @@ if submitit_launcher is not None:
                         )
                         del pending[jid]
                 time.sleep(min(30.0, 2.0 + (time.time() - start) / 10))
+            failed = sum(r.status == JobStatus.FAILED for r in out.values())
+            log.info(
+                "All %d job(s) ended: %d finished, %d failed.", len(out), len(out) - failed, failed
+            )
             return out
