@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.ladarun-installed
 
 RUNS   ?= outputs
 
-.PHONY: demo test test-all lint format bench table1 figures clean-outputs
+.PHONY: demo test test-all test-slurm lint format bench table1 figures clean-outputs
 
 # constraints.txt: the exact, tested versions of everything installed (pyproject.toml has ranges).
 # `make test CONSTRAINTS=` installs without it, keeping a torch you installed first (README).
@@ -30,6 +30,9 @@ test: $(STAMP)  ## the fast suite
 
 test-all: $(STAMP)  ## everything, slow tests included
 	$(PY) -m pytest -q
+
+test-slurm: $(STAMP)  ## the Slurm launcher on a one-node cluster it starts (needs slurmctld, slurmd, munge; skips without)
+	$(PY) scripts/test_slurm.py
 
 lint: $(STAMP)  ## ruff (lint and format check) on every Python file, mypy on src/ (part of .ci/run)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -261,3 +261,19 @@ def test_checkpoint_requeues_until_the_limit_finds_no_progress(tmp_path):
         launcher.checkpoint("args")
     launcher._at_time_limit, launcher._started = [2], time.time()  # a preemption, not the limit
     assert launcher.checkpoint("args") is not None
+
+
+# --- make test-slurm --------------------------------------------------------------------------
+def test_make_test_slurm_skips_with_the_install_line_where_slurm_is_missing(monkeypatch, capsys):
+    import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("test_slurm", REPO / "scripts" / "test_slurm.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "find", lambda name: None if name == "slurmd" else f"/bin/{name}")
+    assert script.main() == 0  # nothing started, nothing to fail
+    out = capsys.readouterr().out
+    assert "skipped: Slurm is not installed here (slurmd not found)" in out
+    assert "apt-get install slurmctld slurmd slurm-client munge" in out
