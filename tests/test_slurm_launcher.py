@@ -122,6 +122,20 @@ def test_finished_runs_are_left_out_before_submission(tmp_path, compose_cfg, one
     assert not (tmp_path / "outputs" / ".submitit").exists()
 
 
+def test_planning_leaves_a_folder_of_another_configuration_untouched(
+    tmp_path, compose_cfg, one_thread
+):
+    listed = job_lines(ladarun(*DRY, "seed=0", cwd=tmp_path, env_extra=ONE_THREAD).stdout)
+    run_dir = tmp_path / re.search(r"\s(outputs/\S+seed0)\s", listed[0]).group(1)
+    # A run of another configuration already lives in the folder the job would use.
+    run_from_config(compose_cfg([*SMOKE, "seed=0", "protocol.lr=0.01"]), run_dir)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text("the earlier run's own file\n")
+    res = ladarun(*DRY, "seed=0", cwd=tmp_path, env_extra=ONE_THREAD)
+    assert "differs in: protocol.lr" in res.stdout + res.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "the earlier run's own file\n"
+
+
 # --- submitting -------------------------------------------------------------------------------
 def fake_slurm(bin_dir: Path, sbatch_stderr: str) -> dict:
     """sbatch that refuses with ``sbatch_stderr``, and srun and squeue that exist; PATH for them."""

@@ -490,7 +490,7 @@ def run_fingerprint(out_dir: Path, config: dict, defaults: Optional[Defaults] = 
 
 
 def check_existing(
-    out_dir: Path, config: dict, defaults: Optional[Defaults] = None
+    out_dir: Path, config: dict, defaults: Optional[Defaults] = None, restore: bool = True
 ) -> Optional[float]:
     """Guard what ``out_dir`` already holds before a run starts there.
 
@@ -498,7 +498,8 @@ def check_existing(
     or None when the run should start or resume. Raises ConfigError when ``out_dir`` holds a
     finished or resumable run of a *different* config, so a new run never overwrites results.
     Keys added to ladarun since the earlier run, at their defaults, are no difference
-    (``differences``).
+    (``differences``). ``restore=False`` (a launcher planning jobs, before Hydra has written
+    anything) leaves the folder's ``.hydra/config.yaml`` alone.
     """
     previous = _previous_config(out_dir)
     if previous is None:
@@ -513,7 +514,7 @@ def check_existing(
             raise DamagedFileError(f"{summary_path} has no best_acc; {_REDO}")
         return float(best)
     hydra_config = out_dir / ".hydra" / "config.yaml"
-    if hydra_config.exists() and previous:
+    if restore and hydra_config.exists() and previous:
         # Hydra has just overwritten the earlier run's config with the new one: put it back.
         hydra_config.write_text(OmegaConf.to_yaml(OmegaConf.create(previous)))
     state = "finished" if (out_dir / SUMMARY).exists() else "resumable (unfinished)"

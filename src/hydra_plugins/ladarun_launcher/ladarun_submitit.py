@@ -25,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -110,6 +110,7 @@ if submitit_launcher is not None:
                 HydraConfig.instance().cfg = before
 
         def _plan_one(self, idx: int, overrides: list[str]) -> PlannedJob:
+            from ladarun.report.runs import default_config
             from ladarun.state import check_existing, running_owner  # no torch
 
             assert self.hydra_context is not None and self.config is not None
@@ -136,7 +137,10 @@ if submitit_launcher is not None:
                         f"{run_dir} is being run right now by {owner}; not submitted again"
                     )
                     return job
-                job.best = check_existing(run_dir, OmegaConf.to_container(task, resolve=True))  # type: ignore[arg-type]
+                config = cast(dict[str, Any], OmegaConf.to_container(task, resolve=True))
+                job.best = check_existing(
+                    run_dir, config, lambda: default_config(config), restore=False
+                )
             except LadarunError as err:
                 job.status, job.note, job.error = "refused", str(err), err
                 return job
