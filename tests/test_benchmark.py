@@ -98,3 +98,37 @@ def test_switch_section_times_each_setting_against_the_baseline():
     }
     assert all(o["iter_s"] > 0 for o in out)
     assert all(o["speedup"] == 1.0 for o in out if o["switches"].startswith("baseline"))
+
+
+def test_estimator_section_times_both_estimators_of_each_look_ahead_row(tmp_path):
+    main(
+        [
+            "--sections",
+            "estimator",
+            "--repeats",
+            "1",
+            "--labeled",
+            "40",
+            "--out",
+            str(tmp_path),
+            "--note",
+            "machine shared with a sweep",
+            "--",
+            "dataset=synthetic",
+            "protocol=smoke",
+            "protocol.epochs=1",
+        ]
+    )
+    report = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    rows = [(e["row"], e["estimator"]) for e in report["estimator"]]
+    assert rows == [
+        (row, estimator)
+        for row in ("LADA_EntMix", "LADA_VaalMix", "LADA_VarMix")
+        for estimator in ("mc", "tabulated")
+    ]
+    for e in report["estimator"]:
+        assert e["acquire_s"] > 0 and e["ratio_median"] > 0
+        if e["estimator"] == "mc":
+            assert e["acquire_speedup"] == 1.0
+    md = (tmp_path / "bench.md").read_text()
+    assert "Look-ahead estimators" in md and "machine shared with a sweep" in md
