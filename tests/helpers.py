@@ -94,7 +94,7 @@ def tiny_protocol(**kw) -> Protocol:
     return Protocol(**base)
 
 
-def toy_run(tmp_path, acquisition=None, augment=None, seed=0, **kw):
+def toy_run(tmp_path, acquisition=None, augment=None, seed=0, options=None, **kw):
     """A whole run on toy_data; ``kw`` overrides tiny_protocol's values."""
     return run_active_learning(
         data=toy_data(),
@@ -105,7 +105,7 @@ def toy_run(tmp_path, acquisition=None, augment=None, seed=0, **kw):
         out_dir=tmp_path,
         seed=seed,
         device=CPU,
-        options=RunOptions(progress=False),
+        options=options or RunOptions(progress=False),
     )
 
 
@@ -128,6 +128,18 @@ def crash_at_evaluation(monkeypatch, call_number, error=Crash):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loop_module, "evaluate", evaluate)
+
+
+def stopped_toy_run(tmp_path, monkeypatch):
+    """A toy_run stopped by an error after iteration 1: metrics.csv and checkpoint.pt are on disk."""
+    import pytest
+
+    with monkeypatch.context() as m:
+        crash_at_evaluation(m, 3)
+        with pytest.raises(Crash):
+            toy_run(tmp_path)
+    assert (tmp_path / "checkpoint.pt").exists()
+    return tmp_path / "metrics.csv"
 
 
 # --- models and acquisition contexts ---------------------------------------------------------

@@ -8,23 +8,14 @@ import time
 
 import pytest
 
-from helpers import LADARUN, SMOKE, Crash, crash_at_evaluation, read_csv, toy_run
+from helpers import LADARUN, SMOKE, Crash, crash_at_evaluation, read_csv, stopped_toy_run, toy_run
 from ladarun.cli import run_from_config
 from ladarun.errors import ConfigError, DamagedFileError
 
 
-def interrupted_run(tmp_path, monkeypatch):
-    """A toy run killed after iteration 1: metrics.csv and checkpoint.pt are on disk."""
-    with monkeypatch.context() as m:
-        crash_at_evaluation(m, 3)
-        with pytest.raises(Crash):
-            toy_run(tmp_path)
-    assert (tmp_path / "checkpoint.pt").exists()
-
-
 @pytest.mark.parametrize("damage", ["truncated", "empty", "not_a_checkpoint"])
 def test_a_damaged_checkpoint_is_named_with_the_fix(tmp_path, monkeypatch, damage):
-    interrupted_run(tmp_path, monkeypatch)
+    stopped_toy_run(tmp_path, monkeypatch)
     ckpt = tmp_path / "checkpoint.pt"
     if damage == "truncated":
         ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])

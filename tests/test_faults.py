@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from helpers import LADARUN, SMOKE, Crash, crash_at_evaluation, ladarun, read_csv, toy_run
+from helpers import LADARUN, SMOKE, ladarun, read_csv, stopped_toy_run, toy_run
 from ladarun.cli import run_from_config
 from ladarun.errors import ConfigError, DamagedFileError, DiskFullError
 
@@ -101,15 +101,6 @@ def test_a_sweep_lists_each_failed_job_on_one_line_and_runs_the_rest(tmp_path):
 # --- a damaged metrics.csv is named before a resume could drop finished iterations ------------
 
 
-def killed_after_iteration_1(tmp_path, monkeypatch):
-    with monkeypatch.context() as m:
-        crash_at_evaluation(m, 3)
-        with pytest.raises(Crash):
-            toy_run(tmp_path)
-    assert (tmp_path / "checkpoint.pt").exists()
-    return tmp_path / "metrics.csv"
-
-
 @pytest.mark.parametrize(
     "damage, why",
     [
@@ -120,7 +111,7 @@ def killed_after_iteration_1(tmp_path, monkeypatch):
     ids=["rows lost", "last row cut", "binary garbage"],
 )
 def test_a_damaged_metrics_file_is_named_before_the_resume(tmp_path, monkeypatch, damage, why):
-    metrics = killed_after_iteration_1(tmp_path, monkeypatch)
+    metrics = stopped_toy_run(tmp_path, monkeypatch)
     metrics.write_bytes(damage(metrics.read_bytes()))
     with pytest.raises(
         DamagedFileError, match=r"metrics\.csv " + why + r".*delete it and checkpoint\.pt"

@@ -12,33 +12,22 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import (
-    CPU,
     LADARUN,
     SMOKE,
     Crash,
     crash_at_evaluation,
     outcome,
     read_csv,
-    tiny_protocol,
-    toy_data,
+    toy_run,
 )
-from ladarun.acquisition import MaxEntropy
 from ladarun.errors import ConfigError
-from ladarun.loop import RunOptions, run_active_learning
-from ladarun.models import cnn
+from ladarun.loop import RunOptions
 from ladarun.state import CHECKPOINT, Checkpoint
 
 
 def run(out_dir, **kw):
-    return run_active_learning(
-        data=toy_data(),
-        model_factory=cnn,
-        acquisition=MaxEntropy(),
-        protocol=tiny_protocol(iterations=4, epochs=2),
-        out_dir=out_dir,
-        seed=5,
-        device=CPU,
-        options=RunOptions(progress=False, **kw),
+    return toy_run(
+        out_dir, seed=5, iterations=4, epochs=2, options=RunOptions(progress=False, **kw)
     )
 
 

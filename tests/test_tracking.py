@@ -13,11 +13,9 @@ from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tqdm.auto import tqdm
 
-from helpers import CPU, SMOKE, Crash, ladarun, read_csv, tiny_protocol, toy_data
-from ladarun.acquisition import MaxEntropy
+from helpers import SMOKE, Crash, ladarun, read_csv, toy_run
 from ladarun.errors import ConfigError
-from ladarun.loop import RunOptions, run_active_learning
-from ladarun.models import cnn
+from ladarun.loop import RunOptions
 from ladarun.progress import bars, phase
 from ladarun.report.runs import find_run_dirs
 from ladarun.tracking import MLFLOW_DB, MLFLOW_RUN, MLflowLogger, TensorBoardLogger
@@ -26,14 +24,11 @@ CONFIG = {"seed": 5, "protocol": {"iterations": 4, "name": "tiny"}}
 
 
 def run(out_dir, root, loggers=None, **kw):
-    return run_active_learning(
-        data=toy_data(),
-        model_factory=cnn,
-        acquisition=MaxEntropy(),
-        protocol=tiny_protocol(iterations=4, epochs=2),
-        out_dir=out_dir,
+    return toy_run(
+        out_dir,
         seed=5,
-        device=CPU,
+        iterations=4,
+        epochs=2,
         options=RunOptions(
             progress=False,
             run_info={"config": CONFIG},

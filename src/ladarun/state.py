@@ -453,11 +453,12 @@ def _previous_config(out_dir: Path) -> Optional[dict]:
 Defaults = Callable[[], Mapping[str, Any]]
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {"a.b.c": value}."""
     if isinstance(d, Mapping):
         out: dict[str, Any] = {}
         for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: d}
 
@@ -470,11 +471,11 @@ def differences(before: dict, now: dict, defaults: Optional[Defaults] = None) ->
     to ladarun after the earlier run, and a new key's default keeps the behaviour from before it.
     So finished runs stay finished, and unfinished ones resume, across such additions.
     """
-    b, n = _flat(comparable(before)), _flat(comparable(now))
+    b, n = flatten(comparable(before)), flatten(comparable(now))
     changed = [k for k in sorted(set(b) | set(n)) if k not in b or k not in n or b[k] != n[k]]
     if defaults is None or not any(k not in b for k in changed):
         return changed
-    d = _flat(defaults())
+    d = flatten(defaults())
     return [k for k in changed if not (k not in b and k in n and k in d and d[k] == n[k])]
 
 

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
 from ..conf import CONF_DIR
-from ..state import BASE_COLUMNS, INDIRECT_KEYS, OPERATIONAL_KEYS
+from ..state import BASE_COLUMNS, INDIRECT_KEYS, OPERATIONAL_KEYS, flatten
 from .rows import Row, row_for
 
 MARKERS = ("metrics.csv", "summary.json", "failed.json", "run_config.json")
@@ -192,16 +192,6 @@ def default_config(config: dict[str, Any]) -> dict[str, Any]:
     return cast(
         dict[str, Any], OmegaConf.to_container(OmegaConf.merge(out, shape, preset), resolve=False)
     )
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as {"a.b.c": value}."""
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
 
 
 def find_run_dirs(root: Path) -> list[Path]:
