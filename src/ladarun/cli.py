@@ -8,6 +8,7 @@ only when a run starts, so ``ladarun --help`` and ``ladarun --cfg job`` answer a
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import warnings
@@ -128,6 +129,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path, parts: Parts) -> float:
     # A DictConfig gives a dict.
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
 
+    @functools.cache  # check_existing and run_fingerprint both ask; the conf files are read once
     def defaults() -> dict[str, Any]:  # only read when the folder holds an earlier run
         from .report.runs import default_config
 
