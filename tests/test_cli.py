@@ -190,7 +190,7 @@ def test_console_script_help_lists_groups_and_options(tmp_path):
     assert res.returncode == 0
     for word in (
         "dataset: cifar10, digits, fashion, svhn, synthetic",
-        "protocol: paper, quick, smoke",
+        "protocol: paper, paper_budget, quick, smoke",
         "acquisition:",
         "model: cnn, resnet18",
     ):
