@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from scipy.stats import ttest_ind
+from ladarun.report.table import welch
 
 METRICS = (("best_acc", "Best"), ("final_acc", "Final"), ("area", "Area"))
 
@@ -48,7 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             sd = statistics.stdev(x) if len(x) > 1 else float("nan")
             return f"{statistics.mean(x):.2f} ± {sd:.2f} (n={len(x)})"
 
-        p = ttest_ind(xa, xb, equal_var=False).pvalue if min(len(xa), len(xb)) > 1 else float("nan")
+        p = welch(xb, xa)[1]  # two-sided
         diff = statistics.mean(xb) - statistics.mean(xa)
         print(f"| {label} | {fmt(xa)} | {fmt(xb)} | {diff:+.2f} | {p:.2f} |")
     shared = sorted(set(a) & set(b))

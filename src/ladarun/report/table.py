@@ -213,22 +213,29 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     )
 
 
+def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(one-sided p that ``a`` is ahead, two-sided p): Welch's t-test on per-seed values
+    (scipy.stats.ttest_ind, equal_var=False). NaN where either side has fewer than two values."""
+    if min(len(a), len(b)) < 2:
+        return math.nan, math.nan
+    with warnings.catch_warnings():  # scipy warns of precision loss for nearly identical values
+        warnings.simplefilter("ignore", RuntimeWarning)
+        one = ttest_ind(list(a), list(b), equal_var=False, alternative="greater").pvalue
+        two = ttest_ind(list(a), list(b), equal_var=False).pvalue
+    return float(one), float(two)
+
+
 def significantly_worse(
     best: Sequence[float], other: Sequence[float], alpha: float = ALPHA
 ) -> bool:
     """Whether ``other`` is below ``best`` by more than the seed noise: a one-sided Welch t-test
-    (scipy.stats.ttest_ind, equal_var=False, alternative="greater") at p < ``alpha``. Fewer than two
-    values on either side (no variance to test) is never significant."""
+    (:func:`welch`) at p < ``alpha``. Fewer than two values on either side (no variance to test)
+    is never significant."""
     if len(best) < 2 or len(other) < 2:
         return False
     if len(set(best)) == 1 and len(set(other)) == 1:  # no noise at all: any difference is beyond it
         return best[0] > other[0]
-    with (
-        warnings.catch_warnings()
-    ):  # scipy warns of precision loss when values are nearly identical
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = ttest_ind(list(best), list(other), equal_var=False, alternative="greater").pvalue
-    return bool(p < alpha)  # a NaN p is not significant
+    return bool(welch(best, other)[0] < alpha)  # a NaN p is not significant
 
 
 def bold_rows(samples: Sequence[Sequence[float]], alpha: float = ALPHA) -> list[bool]:
