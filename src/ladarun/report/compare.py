@@ -57,7 +57,7 @@ def crossings(a: pd.Series, b: pd.Series) -> tuple[list[int], float]:
     diff = (a - b).dropna()
     out, sign = [], 0
     for labels, d in diff.items():
-        s = (d > 0) - (d < 0)
+        s = int(d > 0) - int(d < 0)
         if s and sign and s != sign:
             out.append(int(labels))
         sign = s or sign
