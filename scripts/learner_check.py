@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     y_train, y_test = data.y_train.numpy(), data.y_test.numpy()
     ours = learner(a.runs)
     lines = [
-        "| labels | learner (Random row, quick schedule) | LogisticRegression, 2 per class + random (5 draws) "
+        "| labels | learner (the Random runs found) | LogisticRegression, 2 per class + random (5 draws) "
         "| LogisticRegression, uniformly random (5 draws) |",
         "|---|---|---|---|",
     ]

@@ -6,7 +6,9 @@ import re
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
+from helpers import group_options
 from ladarun.report.runs import default_config
 from ladarun.report.table import aggregate, bold_rows, main, significantly_worse
 from runs_factory import write_run
@@ -487,6 +489,15 @@ def test_headings_name_every_protocol_value_that_differs_from_the_preset(tmp_pat
         "Protocol quick (iterations=10, lr=0.01), model cnn",
         "Protocol quick, model cnn",  # the preset exactly
     ]
+
+
+@pytest.mark.parametrize("protocol", group_options("protocol"))
+def test_the_package_defaults_of_a_protocol_are_what_hydra_composes(compose_cfg, protocol):
+    # paper_budget loads quick in its defaults list: its defaults are quick's with its own values over
+    composed = OmegaConf.to_container(compose_cfg([f"protocol={protocol}"]), resolve=False)
+    defaults = default_config({"protocol": {"name": protocol}, "model": composed["model"]})
+    for key in ("protocol", "model", "aux"):
+        assert defaults[key] == composed[key], key
 
 
 def test_a_protocol_outside_the_package_is_headed_by_what_differs(tmp_path):

@@ -156,8 +156,8 @@ class Run:
 
 
 @lru_cache(maxsize=None)
-def _conf_file(relpath: str) -> Optional[dict[str, Any]]:
-    """A file of conf/, unresolved, without its defaults list; None when it is not there."""
+def _conf_raw(relpath: str) -> Optional[dict[str, Any]]:
+    """A file of conf/, unresolved, defaults list included; None when it is not there."""
     path = CONF_DIR / relpath
     if not path.is_file():
         return None
@@ -165,10 +165,31 @@ def _conf_file(relpath: str) -> Optional[dict[str, Any]]:
         config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except (YAMLError, OmegaConfBaseException):
         return None
-    if not isinstance(config, dict):
-        return None
-    config.pop("defaults", None)
-    return cast(dict[str, Any], config)  # YAML mapping keys are strings
+    return (
+        cast(dict[str, Any], config) if isinstance(config, dict) else None
+    )  # YAML keys are strings
+
+
+def _conf_file(relpath: str) -> Optional[dict[str, Any]]:
+    """A file of conf/, unresolved, without its defaults list; None when it is not there."""
+    config = _conf_raw(relpath)
+    return None if config is None else {k: v for k, v in config.items() if k != "defaults"}
+
+
+def _protocol_preset(name: Any, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """conf/protocol/<name>.yaml over the protocol presets its defaults list loads first
+    (``paper_budget`` loads ``quick``, then sets its own values: its ``_self_`` comes last)."""
+    config = _conf_raw(f"protocol/{name}.yaml")
+    if config is None or name in seen:
+        return {}
+    parts = []
+    for entry in config.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_" and not entry.startswith("/"):
+            parts.append(_protocol_preset(entry, (*seen, str(name))))  # another protocol preset
+        elif isinstance(entry, str) and entry.startswith("/protocol/"):
+            parts.append(_protocol_preset(entry[len("/protocol/") :], (*seen, str(name))))
+    own = {k: v for k, v in config.items() if k != "defaults"}
+    return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.merge(*parts, own), resolve=False))
 
 
 def default_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +197,8 @@ def default_config(config: dict[str, Any]) -> dict[str, Any]:
 
     conf/config.yaml, then conf/<group>/<name>.yaml for the run's dataset, model, acquisition
     and augment names, then conf/protocol_defaults.yaml and its protocol preset merged over them
-    (a global package: ``protocol`` keys, ``aux`` and the model's dropout).
+    (a global package: ``protocol`` keys, ``aux`` and the model's dropout; a preset that loads
+    another, as ``paper_budget`` loads ``quick``, over that one).
     Unresolved, as Hydra writes .hydra/config.yaml; empty when conf/ is not beside the package
     (then no setting counts as the default one).
     """
@@ -188,7 +210,7 @@ def default_config(config: dict[str, Any]) -> dict[str, Any]:
         name = (config.get(group) or {}).get("name")
         out[group] = dict(_conf_file(f"{group}/{name}.yaml") or {"name": name})
     shape = {"protocol": _conf_file("protocol_defaults.yaml") or {}}
-    preset = _conf_file(f"protocol/{(config.get('protocol') or {}).get('name')}.yaml") or {}
+    preset = _protocol_preset((config.get("protocol") or {}).get("name"))
     return cast(
         dict[str, Any], OmegaConf.to_container(OmegaConf.merge(out, shape, preset), resolve=False)
     )
