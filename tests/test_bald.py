@@ -94,7 +94,7 @@ def test_bald_without_dropout_is_a_configuration_error(compose_cfg, tmp_path):
     assert not (tmp_path / "metrics.csv").exists()  # refused before any training
 
 
-@pytest.mark.parametrize("protocol", ["paper", "quick", "smoke"])
+@pytest.mark.parametrize("protocol", ["paper", "paper_budget", "quick", "smoke"])
 @pytest.mark.parametrize("model", [None, "cnn", "resnet18"])
 def test_bald_uses_the_dropout_every_row_of_the_protocol_has(compose_cfg, protocol, model):
     overrides = [f"protocol={protocol}"] + ([f"model={model}"] if model else [])

@@ -52,7 +52,7 @@ def test_expected_options_exist():
         "bgadl",
     }
     assert set(group_options("model")) == {"resnet18", "cnn"}
-    assert set(group_options("protocol")) == {"paper", "quick", "smoke"}
+    assert set(group_options("protocol")) == {"paper", "paper_budget", "quick", "smoke"}
 
 
 def test_defaults_and_protocol_presets(compose_cfg, monkeypatch):
