@@ -5,7 +5,8 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from ladarun.report.figures import _mean_std, accuracy_figure, main, write_figures
+from ladarun.report.figures import accuracy_figure, main, write_figures
+from ladarun.report.runs import curve_stats
 from ladarun.report.table import aggregate
 from runs_factory import write_run
 
@@ -13,7 +14,7 @@ from runs_factory import write_run
 def test_mean_and_sample_std_per_point():
     a = pd.DataFrame({"n_labeled": [20, 30], "test_acc": [50.0, 60.0]})
     b = pd.DataFrame({"n_labeled": [20, 30, 40], "test_acc": [54.0, 62.0, 70.0]})
-    stats = _mean_std([a, b], "n_labeled", "test_acc").set_index("n_labeled")
+    stats = curve_stats([a, b], "n_labeled", "test_acc").set_index("n_labeled")
     assert list(stats["mean"]) == [52.0, 61.0, 70.0]
     assert stats.loc[20, "std"] == pytest.approx(2**1.5)  # ddof=1: |54 - 50| / sqrt(2)
     assert list(stats["count"]) == [2, 2, 1] and pd.isna(stats.loc[40, "std"])

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
+from .runs import curve_stats
 from .table import METRICS, AggregateError, aggregate, welch
 
 #: Augmentations whose rows are LADA's (the look-ahead), compared by default.
@@ -43,12 +44,6 @@ class Comparison:
     metrics: dict[str, tuple[float, float, float, float, float]]  # mean a, mean b, diff, p1, p2
     crossings: list[int]  # label counts where the sign of mean(a) - mean(b) changes
     ahead_share: float  # share of the shared iterations where a's mean is above b's
-
-
-def mean_curve(runs: Sequence) -> pd.Series:
-    """Mean test accuracy over ``runs`` per labeled-set size (iterations every run reached)."""
-    curves = [r.metrics.set_index("n_labeled")["test_acc"] for r in runs]
-    return pd.concat(curves, axis=1, join="inner").mean(axis=1)
 
 
 def crossings(a: pd.Series, b: pd.Series) -> tuple[list[int], float]:
@@ -90,6 +85,16 @@ def compare(
             if pairs is None
             else [(a, b) for a, b in pairs if a in found and b in found]
         )
+        # mean test accuracy per labeled-set size of each row's finished runs (all reach every point)
+        here = agg.table[(agg.table["section"] == sid) & (agg.table["dataset"] == dataset)]
+        compared = set(part["label"])  # rows with finished runs, default settings
+        curves = {
+            label: curve_stats(
+                [r.metrics for r in group["run"] if r.finished], "n_labeled", "test_acc"
+            ).set_index("n_labeled")["mean"]
+            for label, group in here.groupby("label")
+            if label in compared
+        }
         for a, b in todo:
             ca, cb = by_row.loc[a], by_row.loc[b]
             metrics = {}
@@ -97,16 +102,7 @@ def compare(
                 va, vb = ca[f"{metric}_values"], cb[f"{metric}_values"]
                 ma, mb = sum(va) / len(va), sum(vb) / len(vb)
                 metrics[metric] = (ma, mb, ma - mb, *welch(va, vb))
-            here = agg.table[(agg.table["section"] == sid) & (agg.table["dataset"] == dataset)]
-            runs = {
-                key: [
-                    r
-                    for r, label in zip(here["run"], here["label"])
-                    if r.finished and label == by_row.loc[key, "label"]
-                ]
-                for key in (a, b)
-            }
-            cross, ahead = crossings(mean_curve(runs[a]), mean_curve(runs[b]))
+            cross, ahead = crossings(curves[ca["label"]], curves[cb["label"]])
             out.append(
                 Comparison(
                     agg.sections[sid],

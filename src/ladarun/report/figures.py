@@ -31,6 +31,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
 
 from .rows import GROUPS, OTHER_GROUP, position
+from .runs import curve_stats
 from .table import DATASET_LABELS, AggregateError, aggregate
 
 VIRTUAL_SCORE = "virtual_score"
@@ -61,12 +62,6 @@ def _by_row(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         runs.groupby("label"),
         key=lambda kv: (position(kv[1]["row"].iloc[0]), bool(kv[1]["is_variant"].iloc[0]), kv[0]),
     )
-
-
-def _mean_std(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
-    """Mean, sample std and count of ``y`` over runs at each value of ``x``."""
-    stacked = pd.concat([f[[x, y]].dropna() for f in frames])
-    return stacked.groupby(x)[y].agg(["mean", "std", "count"]).reset_index()
 
 
 # Distinct colours within a panel (a Table 1 group has at most 7 rows besides Random); the
@@ -121,7 +116,7 @@ def accuracy_figure(part: pd.DataFrame, title: str) -> Figure:
     axes = fig.subplots(nrows, cols, sharey=True, squeeze=False).ravel()
     reference = part[(part["row"] == REFERENCE) & ~part["is_variant"]]
     ref_stats = (
-        _mean_std([r.metrics for r in reference["run"]], "n_labeled", "test_acc")
+        curve_stats([r.metrics for r in reference["run"]], "n_labeled", "test_acc")
         if len(reference)
         else None
     )
@@ -137,7 +132,7 @@ def accuracy_figure(part: pd.DataFrame, title: str) -> Figure:
                 if not cell["is_variant"].iloc[0]
                 else colors.get(row, len(colors))
             )
-            stats = _mean_std([r.metrics for r in cell["run"]], "n_labeled", "test_acc")
+            stats = curve_stats([r.metrics for r in cell["run"]], "n_labeled", "test_acc")
             style = {"linestyle": ":", "linewidth": 1.8} if cell["is_variant"].iloc[0] else {}
             _plot(ax, stats, "n_labeled", _entry(label, len(cell)), index, **style)
         ax.set(title=group, xlabel="number of labeled examples")
@@ -187,7 +182,7 @@ def write_figures(
                 )
                 _plot(
                     ax,
-                    _mean_std(frames, "iteration", VIRTUAL_SCORE),
+                    curve_stats(frames, "iteration", VIRTUAL_SCORE),
                     "iteration",
                     _entry(label, len(cell)),
                     i,

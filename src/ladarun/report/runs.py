@@ -155,6 +155,13 @@ class Run:
         return (self.summary or {}).get("device")
 
 
+def curve_stats(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
+    """Mean, sample std and count of column ``y`` over runs' metrics at each value of ``x``
+    (a point's mean is over the runs that reached it)."""
+    stacked = pd.concat([f[[x, y]].dropna() for f in frames])
+    return stacked.groupby(x)[y].agg(["mean", "std", "count"]).reset_index()
+
+
 @lru_cache(maxsize=None)
 def _conf_raw(relpath: str) -> Optional[dict[str, Any]]:
     """A file of conf/, unresolved, defaults list included; None when it is not there."""
