@@ -172,9 +172,9 @@ def _conf_raw(relpath: str) -> Optional[dict[str, Any]]:
         config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except (YAMLError, OmegaConfBaseException):
         return None
-    return (
-        cast(dict[str, Any], config) if isinstance(config, dict) else None
-    )  # YAML keys are strings
+    if not isinstance(config, dict):
+        return None
+    return cast(dict[str, Any], config)  # YAML mapping keys are strings
 
 
 def _conf_file(relpath: str) -> Optional[dict[str, Any]]:
@@ -191,10 +191,11 @@ def _protocol_preset(name: Any, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         return {}
     parts = []
     for entry in config.get("defaults") or []:
-        if isinstance(entry, str) and entry != "_self_" and not entry.startswith("/"):
-            parts.append(_protocol_preset(entry, (*seen, str(name))))  # another protocol preset
-        elif isinstance(entry, str) and entry.startswith("/protocol/"):
-            parts.append(_protocol_preset(entry[len("/protocol/") :], (*seen, str(name))))
+        # another protocol preset, named relatively ("quick") or absolutely ("/protocol/quick")
+        if isinstance(entry, str) and entry != "_self_":
+            other = entry.removeprefix("/protocol/")
+            if not other.startswith("/"):
+                parts.append(_protocol_preset(other, (*seen, str(name))))
     own = {k: v for k, v in config.items() if k != "defaults"}
     return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.merge(*parts, own), resolve=False))
 
