@@ -34,6 +34,7 @@ def write_run(
     folder: Optional[str] = None,
     config: bool = True,
     settings: Optional[dict[str, dict]] = None,
+    cpu: Optional[str] = None,
 ) -> Path:
     """A run with ``len(accs)`` iterations (0..n-1); ``finished`` writes summary.json."""
     run = root / (folder or f"{protocol}/{dataset}/{acquisition}-{augment}/seed{seed}")
@@ -83,6 +84,8 @@ def write_run(
             "device": "cpu (2 threads)",
             "resumed_at": [],
         }
+        if cpu:
+            summary["cpu"] = cpu
         if config:
             summary["run"] = {"config": cfg}
         (run / "summary.json").write_text(json.dumps(summary))

@@ -512,3 +512,15 @@ def test_a_protocol_outside_the_package_is_headed_by_what_differs(tmp_path):
         "Protocol mine (epochs=10), model cnn",
         "Protocol mine (epochs=3), model cnn",
     ]
+
+
+def test_a_protocol_whose_runs_came_from_two_cpus_says_so(tmp_path):
+    # one config gives another run on another CPU's kernels (docs/methods.md §14)
+    write_run(tmp_path / "mixed", acquisition="random", cpu="AMD EPYC 7B13 (AVX2)")
+    write_run(tmp_path / "mixed", acquisition="ent", cpu="Intel Xeon (AVX512)")
+    notes = [n for n in aggregate(tmp_path / "mixed").notes if "mixes CPUs" in n]
+    assert len(notes) == 1 and "AMD EPYC 7B13 (AVX2); Intel Xeon (AVX512)" in notes[0]
+    write_run(tmp_path / "one", acquisition="random", cpu="Intel Xeon (AVX512)")
+    write_run(tmp_path / "one", acquisition="ent", cpu="Intel Xeon (AVX512)")
+    write_run(tmp_path / "one", acquisition="var")  # an older run, without the record
+    assert not [n for n in aggregate(tmp_path / "one").notes if "mixes CPUs" in n]

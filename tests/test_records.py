@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from helpers import read_csv, toy_run
 from ladarun.report.runs import load_run
@@ -23,6 +24,9 @@ def test_summary_json_has_the_area_and_the_table_reads_the_same(tmp_path):
     accs = [float(r["test_acc"]) for r in read_csv(tmp_path / "metrics.csv")]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["area"] == pytest.approx(sum(accs) / len(accs))
+    # the CPU model and torch's kernel level, as in "AMD EPYC 7B13 (AVX2)"
+    assert summary["cpu"].endswith(f"({torch.backends.cpu.get_cpu_capability()})")
+    assert len(summary["cpu"]) > len(" (AVX2)")
 
 
 def test_runs_written_before_the_area_existed_get_it_from_metrics_csv(tmp_path):

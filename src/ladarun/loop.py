@@ -28,6 +28,7 @@ from .protocol import Protocol
 from .queries import QUERIES, QueryLog
 from .runtime import (
     SpeedOptions,
+    cpu_name,
     device_name,
     keep_large_buffers,
     library_versions,
@@ -297,6 +298,7 @@ def write_summary(
             "resumed_at": resumes,
             "aux_params": aux_params,
             "device": device_name(device),
+            "cpu": cpu_name(),
             "versions": library_versions(),
             "run": options.run_info,
         },

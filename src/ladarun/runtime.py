@@ -82,6 +82,23 @@ def device_name(device: torch.device) -> str:
     )
 
 
+def cpu_name() -> str:
+    """The CPU model and the kernel level torch runs on it, e.g. ``AMD EPYC 7B13 (AVX2)``.
+
+    Recorded in summary.json because the same config, seed and thread count give another run on a
+    CPU with other vector kernels (docs/methods.md §14); the table notes a protocol whose rows mix CPUs.
+    """
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name
+            )
+    except OSError:
+        pass
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def library_versions() -> dict[str, str]:
     import torchvision
 

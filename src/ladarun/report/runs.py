@@ -154,6 +154,11 @@ class Run:
     def device(self) -> Optional[str]:
         return (self.summary or {}).get("device")
 
+    @property
+    def cpu(self) -> Optional[str]:
+        """The CPU model (summary.json's ``cpu``; older runs do not record it)."""
+        return (self.summary or {}).get("cpu")
+
 
 def curve_stats(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
     """Mean, sample std and count of column ``y`` over runs' metrics at each value of ``x``

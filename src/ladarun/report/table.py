@@ -387,6 +387,7 @@ def aggregate(
                     else (math.nan if not params else "/".join(map(str, params))),
                     "is_variant": is_variant,
                     "devices": sorted({r.device for r in done if r.device}),
+                    "cpus": sorted({r.cpu for r in done if r.cpu}),
                 }
                 if row.augment == "adamixup" and done and row_key in shown:
                     notes += _adamixup_region(done, label, dataset, sections[sid])
@@ -529,6 +530,12 @@ def _notes(df: pd.DataFrame, sections: dict[str, str]) -> list[str]:
         if len(devices) > 1:
             notes.append(
                 f"{sections[sid]} mixes devices ({'; '.join(devices)}); its Time ratios compare across them."
+            )
+        cpus = sorted(set().union(*part["cpus"]))
+        if len(cpus) > 1:
+            notes.append(
+                f"{sections[sid]} mixes CPUs ({'; '.join(cpus)}): its Time ratios compare across them, "
+                "and one config and seed give different runs on them, apart as seeds are (docs/methods.md §14)."
             )
         for dataset, dpart in part[part["n"] > 0].groupby("dataset"):
             if dpart["time_ratio"].isna().all():
