@@ -32,7 +32,6 @@ import copy
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -54,6 +53,7 @@ from ladarun.protocol import Protocol
 from ladarun.report import rows as table1
 from ladarun.runtime import (
     SpeedOptions,
+    cpu_model,
     keep_large_buffers,
     library_versions,
     resolve_device,
@@ -514,14 +514,7 @@ def gpu_section(
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}"
 

@@ -82,21 +82,25 @@ def device_name(device: torch.device) -> str:
     )
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the machine type (``x86_64``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def cpu_name() -> str:
     """The CPU model and the kernel level torch runs on it, e.g. ``AMD EPYC 7B13 (AVX2)``.
 
     Recorded in summary.json because the same config, seed and thread count give another run on a
     CPU with other vector kernels (docs/methods.md §14); the table notes a protocol whose rows mix CPUs.
     """
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name
-            )
-    except OSError:
-        pass
-    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def library_versions() -> dict[str, str]:
