@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from ladarun.cli import build
 from ladarun.conf import CONF_DIR
+from ladarun.config import build
 from ladarun.loop import acquire_step, initial_labeled, train_iteration
 from ladarun.protocol import Protocol
 from ladarun.report import rows as table1
@@ -60,7 +60,7 @@ from ladarun.runtime import (
     seed_everything,
     synchronize,
 )
-from ladarun.training import evaluate
+from ladarun.training import evaluate, make_optimizer
 
 # Issue 7's own targets, tighter than the paper's Time column for the InfoMixup rows.
 TARGETS = {
@@ -161,7 +161,7 @@ class Bench:
                 image_size=self.data.image_size,
             ).to(self.device)
         )
-        return model, torch.optim.Adam(model.parameters(), lr=self.protocol.lr)
+        return model, make_optimizer(model, self.protocol)
 
     def iteration(self, row: Row, repeat: int = 0, extra: Sequence[str] = ()) -> dict[str, float]:
         """One whole iteration of ``row`` from the shared state: acquire, train, evaluate.

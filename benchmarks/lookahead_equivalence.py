@@ -43,7 +43,7 @@ from ladarun.acquisition.base import AcquisitionContext, top_k  # noqa: E402
 from ladarun.augment import InfoMixup  # noqa: E402
 from ladarun.augment.infomixup import _FrozenEval, cached_features  # noqa: E402
 from ladarun.augment.tabulated import DEFAULT_GRID, TabulatedScorer, lambda_grid  # noqa: E402
-from ladarun.cli import build  # noqa: E402
+from ladarun.config import build  # noqa: E402
 from ladarun.loop import acquire_step, train_iteration  # noqa: E402
 from ladarun.runtime import resolve_device, seed_everything  # noqa: E402
 

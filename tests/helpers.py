@@ -6,11 +6,16 @@ acquisition contexts and models; the ``ladarun`` console script in a subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import logging
 import math
 import os
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,12 +24,12 @@ import ladarun.loop as loop_module
 from ladarun.acquisition import MaxEntropy
 from ladarun.acquisition.base import AcquisitionContext
 from ladarun.augment import Augment
-from ladarun.cli import run_from_config
 from ladarun.conf import CONF_DIR
 from ladarun.data.base import ActiveDataset
-from ladarun.loop import RunOptions, run_active_learning
+from ladarun.loop import Experiment, RunOptions, run_active_learning
 from ladarun.models import cnn
 from ladarun.protocol import Protocol
+from ladarun.runner import run_from_config
 from ladarun.training import train_epoch
 
 # --- paths and options -----------------------------------------------------------------------
@@ -97,15 +102,17 @@ def tiny_protocol(**kw) -> Protocol:
 def toy_run(tmp_path, acquisition=None, augment=None, seed=0, options=None, **kw):
     """A whole run on toy_data; ``kw`` overrides tiny_protocol's values."""
     return run_active_learning(
-        data=toy_data(),
-        model_factory=cnn,
-        acquisition=acquisition or MaxEntropy(),
-        augment=augment,
-        protocol=tiny_protocol(**kw),
-        out_dir=tmp_path,
-        seed=seed,
-        device=CPU,
-        options=options or RunOptions(progress=False),
+        Experiment(
+            data=toy_data(),
+            model_factory=cnn,
+            acquisition=acquisition or MaxEntropy(),
+            protocol=tiny_protocol(**kw),
+            seed=seed,
+            augment=augment,
+        ),
+        tmp_path,
+        CPU,
+        options or RunOptions(progress=False),
     )
 
 
@@ -197,15 +204,75 @@ def check_smoke_run(compose_cfg, tmp_path, name, columns, overrides=()):
         assert all(math.isfinite(float(r[c])) for c in columns)
 
 
-# --- the console script, in a subprocess -----------------------------------------------------
+# --- the console script, in this process or in a subprocess -----------------------------------
 
 LADARUN = Path(sys.executable).parent / "ladarun"
 
 
-def ladarun(*args, cwd, env_extra=None):
-    """Run the installed ``ladarun`` in ``cwd``, unbuffered and without LADARUN_DATA."""
+@dataclass
+class CliResult:
+    """What a ``ladarun`` invocation returned and printed (subprocess.CompletedProcess's names)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def ladarun(*args, cwd, env_extra=None) -> CliResult:
+    """Run ``ladarun ARGS`` in this process, as the console script would in ``cwd``, without
+    LADARUN_DATA; returns its exit code, stdout and stderr.
+
+    The same entry point as the installed script (``ladarun.cli:main``), without a fresh
+    interpreter and torch import per call. Tests that need a real process (a kill, Ctrl-C, a
+    second process on a lock, the installed script itself) use :func:`ladarun_process`.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ladarun import cli
+
+    env = {**(env_extra or {}), "PYTHONUNBUFFERED": "1"}
+    saved_env = {k: os.environ.get(k) for k in [*env, "LADARUN_DATA"]}
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    os.environ.update(env)
+    os.environ.pop("LADARUN_DATA", None)
+    sys.argv = ["ladarun", *map(str, args)]
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+            except SystemExit as exit_:
+                code = (
+                    exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+                )
+            except Exception:  # what the console script would print as its traceback
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        GlobalHydra.instance().clear()
+        for handler in root.handlers:  # Hydra's job logging: console and the run's ladarun.log
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def ladarun_process(*args, cwd, env_extra=None) -> subprocess.CompletedProcess:
+    """Run the installed ``ladarun`` in a subprocess in ``cwd``, unbuffered and without
+    LADARUN_DATA. The timeout only catches a hang."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     env.pop("LADARUN_DATA", None)
     return subprocess.run(
-        [str(LADARUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [str(LADARUN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1800
     )

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from ladarun.state import BASE_COLUMNS
+from ladarun.rundir.metrics import BASE_COLUMNS
 
 PROTOCOLS = {
     "quick": {"name": "quick", "iterations": 2, "query": 10, "epochs": 10},

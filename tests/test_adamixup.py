@@ -28,7 +28,7 @@ from ladarun.augment.mixing import mix
 from ladarun.augment.policy import count_parameters
 from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
-from ladarun.loop import RunOptions, run_active_learning
+from ladarun.loop import Experiment, RunOptions, run_active_learning
 from ladarun.models import cnn, resnet18
 from ladarun.training import train_epoch
 
@@ -314,15 +314,17 @@ def test_a_non_finite_region_stops_the_run_with_one_clear_error(tmp_path):
         ConfigError, match=r"^AdaMixup's policy region .* non-finite.*smaller augment\.lr"
     ) as err:
         run_active_learning(
-            data=toy_data(),
-            model_factory=cnn,
-            acquisition=MaxEntropy(),
-            augment=_DivergesAtIteration2(),
-            protocol=tiny_protocol(query=4, pool_subset=20),
-            out_dir=tmp_path,
-            seed=0,
-            device=CPU,
-            options=RunOptions(progress=False),
+            Experiment(
+                data=toy_data(),
+                model_factory=cnn,
+                acquisition=MaxEntropy(),
+                protocol=tiny_protocol(query=4, pool_subset=20),
+                seed=0,
+                augment=_DivergesAtIteration2(),
+            ),
+            tmp_path,
+            CPU,
+            RunOptions(progress=False),
         )
     assert "\n" not in str(err.value)
     rows = read_csv(tmp_path / "metrics.csv")
@@ -339,15 +341,17 @@ def test_interrupted_run_resumes_exactly_with_the_shared_optimizer(tmp_path, mon
 
     def go(out_dir):
         return run_active_learning(
-            data=toy_data(),
-            model_factory=cnn,
-            acquisition=MaxEntropy(),
-            augment=AdaMixup(),
-            protocol=tiny_protocol(query=4, pool_subset=20, epochs=2, reinit=reinit),
-            out_dir=out_dir,
-            seed=3,
-            device=CPU,
-            options=RunOptions(progress=False),
+            Experiment(
+                data=toy_data(),
+                model_factory=cnn,
+                acquisition=MaxEntropy(),
+                protocol=tiny_protocol(query=4, pool_subset=20, epochs=2, reinit=reinit),
+                seed=3,
+                augment=AdaMixup(),
+            ),
+            out_dir,
+            CPU,
+            RunOptions(progress=False),
         )
 
     go(tmp_path / "straight")

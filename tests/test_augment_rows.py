@@ -7,9 +7,9 @@ import pytest
 from helpers import CPU, crash_at_evaluation, read_csv, tiny_protocol, toy_data, without_timings
 from ladarun.acquisition import MaxEntropy
 from ladarun.augment import BGADL, AdaMixup, FixedInfoSTN, InfoSTN
-from ladarun.cli import run_from_config
-from ladarun.loop import RunOptions, run_active_learning
+from ladarun.loop import Experiment, RunOptions, run_active_learning
 from ladarun.models import cnn
+from ladarun.runner import run_from_config
 
 # Until BALD lands, BGADL runs with Max Entropy (its Table 1 row is acquisition=bald augment=bgadl).
 ROWS = {
@@ -28,15 +28,17 @@ COLUMNS = {
 
 def run(out_dir, row, seed=0, **kw):
     return run_active_learning(
-        data=toy_data(),
-        model_factory=cnn,
-        acquisition=MaxEntropy(),
-        augment=ROWS[row](),
-        protocol=tiny_protocol(query=4, pool_subset=20),
-        out_dir=out_dir,
-        seed=seed,
-        device=CPU,
-        options=RunOptions(progress=False, **kw),
+        Experiment(
+            data=toy_data(),
+            model_factory=cnn,
+            acquisition=MaxEntropy(),
+            protocol=tiny_protocol(query=4, pool_subset=20),
+            seed=seed,
+            augment=ROWS[row](),
+        ),
+        out_dir,
+        CPU,
+        RunOptions(progress=False, **kw),
     )
 
 

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from helpers import SMOKE, LookAhead, check_smoke_run, make_ctx
 from ladarun.acquisition import BALD, mutual_information_bits
 from ladarun.acquisition.bald import mutual_information_from_logits
-from ladarun.cli import build, run_from_config
+from ladarun.config import build
 from ladarun.errors import ConfigError
+from ladarun.runner import run_from_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

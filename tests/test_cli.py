@@ -1,17 +1,24 @@
 """The config tree, run_from_config, and the installed console script."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import HAS_FASHION, SHARED_DATA, SMOKE, group_options, ladarun, read_csv
-from ladarun.cli import build, run_from_config
+from helpers import (
+    HAS_FASHION,
+    SHARED_DATA,
+    SMOKE,
+    group_options,
+    ladarun,
+    ladarun_process,
+    read_csv,
+)
+from ladarun.config import build
 from ladarun.errors import ConfigError, DataNotFoundError
-from ladarun.state import BASE_COLUMNS
+from ladarun.rundir.metrics import BASE_COLUMNS
+from ladarun.runner import run_from_config
 
 GROUPS = ("dataset", "acquisition", "augment", "model", "protocol")
 
@@ -166,13 +173,13 @@ def test_smoke_run_on_real_fashion_mnist(compose_cfg, tmp_path):
     assert float(table[-1]["best_acc"]) > 35.0  # well above chance (10%) from 20-28 labels
 
 
-# --- the console script, in a subprocess -------------------------------------------------
-# The smoke run, --help and the unknown option stay in the fast suite (make test), so that it
-# catches a broken entry point; the slower runs are marked slow (make test-all).
+# --- the console script ----------------------------------------------------------------------
+# The first run goes through the installed script in a subprocess, so that the fast suite catches
+# a broken entry point; the rest call the same entry point (ladarun.cli:main) in this process.
 
 
 def test_console_script_runs_into_the_deterministic_run_dir(tmp_path):
-    res = ladarun(*SMOKE, "acquisition=random", "seed=3", cwd=tmp_path)
+    res = ladarun_process(*SMOKE, "acquisition=random", "seed=3", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     # The fixed part names dataset, acquisition-augment and seed; protocol=smoke, a non-default
     # setting, adds its own folder.
@@ -211,12 +218,3 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert "ladarun: error:" in res.stderr and str(tmp_path / "nothing") in res.stderr
-
-
-def test_the_old_benchmark_module_names_its_new_place():
-    res = subprocess.run(
-        [sys.executable, "-m", "ladarun.benchmark", "--sections", "gpu"],
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 1 and "benchmarks/run.py iteration" in res.stderr

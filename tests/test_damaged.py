@@ -9,8 +9,8 @@ import time
 import pytest
 
 from helpers import LADARUN, SMOKE, Crash, crash_at_evaluation, read_csv, stopped_toy_run, toy_run
-from ladarun.cli import run_from_config
 from ladarun.errors import ConfigError, DamagedFileError
+from ladarun.runner import run_from_config
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "not_a_checkpoint"])
@@ -70,11 +70,11 @@ def test_ctrl_c_ends_in_one_line_saying_how_to_resume(tmp_path):
         / "seed0"
         / "metrics.csv"
     )
-    deadline = time.time() + 120
+    deadline = time.time() + 1800  # only catches a hang: a busy machine may be slow
     while time.time() < deadline and not (metrics.exists() and len(read_csv(metrics)) >= 2):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=1800)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]

@@ -17,8 +17,8 @@ import subprocess
 import pytest
 
 from helpers import LADARUN, SMOKE, ladarun, read_csv, stopped_toy_run, toy_run
-from ladarun.cli import run_from_config
 from ladarun.errors import ConfigError, DamagedFileError, DiskFullError
+from ladarun.runner import run_from_config
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
@@ -130,7 +130,7 @@ def test_a_damaged_metrics_file_is_named_before_the_resume(tmp_path, monkeypatch
 def test_a_full_disk_is_one_line_leaves_no_temporary_file_and_the_rerun_resumes(
     tmp_path, monkeypatch
 ):
-    import ladarun.state as state
+    import ladarun.rundir.files as state
 
     real_fsync = os.fsync
     calls = {"n": 0}

@@ -24,7 +24,7 @@ from ladarun.augment import manifold_mixup as manifold_mixup_module
 from ladarun.augment.mixing import virtual_step
 from ladarun.augment.policy import LambdaNet, count_parameters
 from ladarun.errors import ConfigError
-from ladarun.loop import RunOptions, run_active_learning
+from ladarun.loop import Experiment, RunOptions, run_active_learning
 from ladarun.models import cnn, resnet18
 
 
@@ -332,15 +332,17 @@ def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
         else augment(layers=[1, 2], policy_epochs=2)
     )
     run_active_learning(
-        data=toy_data(),
-        model_factory=cnn,
-        acquisition=acquisition(),
-        augment=aug,
-        protocol=tiny_protocol(query=4, pool_subset=20),
-        out_dir=tmp_path,
-        seed=0,
-        device=CPU,
-        options=RunOptions(progress=False),
+        Experiment(
+            data=toy_data(),
+            model_factory=cnn,
+            acquisition=acquisition(),
+            protocol=tiny_protocol(query=4, pool_subset=20),
+            seed=0,
+            augment=aug,
+        ),
+        tmp_path,
+        CPU,
+        RunOptions(progress=False),
     )
     rows = read_csv(tmp_path / "metrics.csv")
     assert [int(r["n_labeled"]) for r in rows] == [6, 10, 14, 18]
@@ -354,15 +356,17 @@ def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
 def test_infomixup_run_resumes_exactly(tmp_path, monkeypatch):
     def go(out, **kw):
         return run_active_learning(
-            data=toy_data(),
-            model_factory=cnn,
-            acquisition=MaxEntropy(),
-            augment=InfoMixup(policy_epochs=2),
-            protocol=tiny_protocol(query=4, pool_subset=20),
-            out_dir=out,
-            seed=1,
-            device=CPU,
-            options=RunOptions(progress=False, **kw),
+            Experiment(
+                data=toy_data(),
+                model_factory=cnn,
+                acquisition=MaxEntropy(),
+                protocol=tiny_protocol(query=4, pool_subset=20),
+                seed=1,
+                augment=InfoMixup(policy_epochs=2),
+            ),
+            out,
+            CPU,
+            RunOptions(progress=False, **kw),
         )
 
     go(tmp_path / "straight")

@@ -8,7 +8,7 @@ import pytest
 from helpers import SMOKE, ladarun
 from ladarun.cli import check_launcher
 from ladarun.errors import ConfigError
-from ladarun.state import FAILURE
+from ladarun.rundir.files import FAILURE
 
 # One torch thread per job: jobs run side by side, and oversubscribed threads spin.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}

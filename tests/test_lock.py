@@ -9,20 +9,21 @@ import textwrap
 import pytest
 
 from helpers import SMOKE, read_csv
-from ladarun.cli import run_from_config
 from ladarun.errors import RunLockedError
 from ladarun.report.table import main as table_main
-from ladarun.state import LOCK, atomic_write, run_lock, running_owner
+from ladarun.rundir.files import LOCK, atomic_write
+from ladarun.rundir.lock import run_lock, running_owner
+from ladarun.runner import run_from_config
 
 
 def hold_lock(path):
     """A separate process that takes the run lock of ``path`` and keeps it until killed."""
     code = textwrap.dedent(f"""
         import sys, time
-        from ladarun.state import run_lock
+        from ladarun.rundir.lock import run_lock
         with run_lock({str(path)!r}):
             print("locked", flush=True)
-            time.sleep(120)
+            time.sleep(3600)  # until the test kills it
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"

@@ -1,14 +1,15 @@
 import json
+import subprocess
 
 import pytest
 import torch
 
-from helpers import read_csv, tiny_protocol, toy_run
+from helpers import REPO, read_csv, tiny_protocol, toy_run
 from ladarun.acquisition import RandomAcquisition
 from ladarun.augment import Augment
 from ladarun.errors import ConfigError
 from ladarun.loop import check_budget, initial_labeled
-from ladarun.state import BASE_COLUMNS
+from ladarun.rundir.metrics import BASE_COLUMNS
 
 
 def test_run_writes_one_row_per_iteration_and_a_summary(tmp_path):
@@ -26,6 +27,13 @@ def test_run_writes_one_row_per_iteration_and_a_summary(tmp_path):
     assert info["final_acc"] == pytest.approx(accs[-1], abs=1e-3)
     assert info["n_labeled"] == 21 and summary.n_labeled == 21
     assert {"torch", "torchvision", "python", "ladarun"} <= set(info["versions"])
+    # The code it ran: this checkout's commit, and whether its code differed from it.
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    if head.returncode == 0:
+        assert info["code"]["commit"] == head.stdout.strip()
+        assert isinstance(info["code"]["dirty"], bool)
 
 
 def test_same_seed_same_csv_other_seed_differs(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 
 import ladarun.loop as loop_module
 from helpers import group_options, read_csv
-from ladarun.cli import run_from_config
 from ladarun.report.rows import rows as table1_rows
+from ladarun.runner import run_from_config
 
 METHODS = [row.key for row in table1_rows()]
 

@@ -153,7 +153,7 @@ def test_budget_preset_runs_on_fashion_mnist(tmp_path):
 
 
 def test_method_and_preset_labels_do_not_make_a_different_run():
-    from ladarun.state import comparable as _comparable
+    from ladarun.rundir.identity import comparable as _comparable
 
     assert _comparable(
         {"seed": 0, "method": {"name": "ent"}, "experiment": {"name": "table1"}}

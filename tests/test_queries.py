@@ -10,24 +10,26 @@ import pytest
 from helpers import CPU, SMOKE, Crash, read_csv, tiny_protocol, toy_data
 from ladarun.acquisition import MaxEntropy, RandomAcquisition
 from ladarun.augment.infomixup import InfoMixup
-from ladarun.loop import RunOptions, run_active_learning
+from ladarun.loop import Experiment, RunOptions, run_active_learning
 from ladarun.models import cnn
-from ladarun.queries import QUERIES
 from ladarun.report.queries import balance_table, class_balance, main
-from ladarun.state import CHECKPOINT, Checkpoint
+from ladarun.rundir.checkpoint import Checkpoint
+from ladarun.rundir.files import CHECKPOINT, QUERIES
 
 
 def run(out_dir, acquisition=None, augment=None, **kw):
     return run_active_learning(
-        data=toy_data(),
-        model_factory=cnn,
-        acquisition=acquisition or MaxEntropy(),
-        augment=augment,
-        protocol=tiny_protocol(iterations=4, epochs=2, query=4),
-        out_dir=out_dir,
-        seed=5,
-        device=CPU,
-        options=RunOptions(progress=False, **kw),
+        Experiment(
+            data=toy_data(),
+            model_factory=cnn,
+            acquisition=acquisition or MaxEntropy(),
+            protocol=tiny_protocol(iterations=4, epochs=2, query=4),
+            seed=5,
+            augment=augment,
+        ),
+        out_dir,
+        CPU,
+        RunOptions(progress=False, **kw),
     )
 
 
@@ -141,7 +143,7 @@ def test_class_balance_statistics():
 def test_ladarun_queries_reports_each_row_and_reads_a_kept_checkpoint(
     compose_cfg, tmp_path, capsys
 ):
-    from ladarun.cli import run_from_config
+    from ladarun.runner import run_from_config
 
     runs = tmp_path / "runs"
     for seed in (0, 1):

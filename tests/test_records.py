@@ -7,7 +7,7 @@ import torch
 
 from helpers import read_csv, toy_run
 from ladarun.report.runs import load_run
-from ladarun.state import MetricsWriter, learning_curve_area
+from ladarun.rundir.metrics import MetricsWriter, learning_curve_area
 from runs_factory import write_run
 
 

@@ -1,5 +1,5 @@
 """One run directory per configuration: the fixed part names dataset, acquisition-augment and
-seed; every other override that changes results adds a folder named for it (state.run_variant)."""
+seed; every other override that changes results adds a folder named for it (rundir.identity.run_variant)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import SMOKE, ladarun, read_csv
-from ladarun.state import run_variant
+from ladarun.rundir.identity import run_variant
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
@@ -90,8 +90,8 @@ def test_a_key_added_since_at_its_default_keeps_runs_finished_and_resumable(
     compose_cfg, tmp_path, monkeypatch
 ):
     from helpers import Crash, crash_at_evaluation
-    from ladarun.cli import run_from_config
     from ladarun.errors import ConfigError
+    from ladarun.runner import run_from_config
 
     # An unfinished run of the older config: its checkpoint resumes under the newer one.
     with monkeypatch.context() as m:

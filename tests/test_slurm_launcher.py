@@ -18,7 +18,6 @@ from omegaconf import OmegaConf
 
 from helpers import SMOKE, ladarun
 from hydra_plugins.ladarun_launcher import ladarun_submitit
-from ladarun.cli import run_from_config
 from ladarun.launchers import (
     JobLostError,
     PlannedJob,
@@ -28,6 +27,7 @@ from ladarun.launchers import (
     sbatch_refusal,
     timed_out,
 )
+from ladarun.runner import run_from_config
 from ladarun.runtime import slurm_threads, use_slurm_threads
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}

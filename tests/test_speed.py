@@ -7,22 +7,24 @@ from helpers import CPU, read_csv, tiny_protocol, toy_data
 from ladarun.acquisition import MaxEntropy
 from ladarun.augment import InfoMixup
 from ladarun.errors import ConfigError
-from ladarun.loop import RunOptions, run_active_learning
+from ladarun.loop import Experiment, RunOptions, run_active_learning
 from ladarun.models import cnn
 from ladarun.runtime import SpeedOptions
 
 
 def run(out, speed, augment=None):
     run_active_learning(
-        data=toy_data(),
-        model_factory=cnn,
-        acquisition=MaxEntropy(),
-        augment=augment,
-        protocol=tiny_protocol(query=4, pool_subset=20),
-        out_dir=out,
-        seed=0,
-        device=CPU,
-        options=RunOptions(progress=False, speed=speed),
+        Experiment(
+            data=toy_data(),
+            model_factory=cnn,
+            acquisition=MaxEntropy(),
+            protocol=tiny_protocol(query=4, pool_subset=20),
+            seed=0,
+            augment=augment,
+        ),
+        out,
+        CPU,
+        RunOptions(progress=False, speed=speed),
     )
     return read_csv(out / "metrics.csv")
 

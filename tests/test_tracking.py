@@ -4,6 +4,7 @@ progress bars inside long phases."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -18,7 +19,7 @@ from ladarun.errors import ConfigError
 from ladarun.loop import RunOptions
 from ladarun.progress import bars, phase
 from ladarun.report.runs import find_run_dirs
-from ladarun.tracking import MLFLOW_DB, MLFLOW_RUN, MLflowLogger, TensorBoardLogger
+from ladarun.rundir.trackers import MLFLOW_DB, MLFLOW_RUN, MLflowLogger, TensorBoardLogger
 
 CONFIG = {"seed": 5, "protocol": {"iterations": 4, "name": "tiny"}}
 
@@ -54,7 +55,7 @@ def test_logger_group_selects_several(compose_cfg):
     assert list(compose_cfg(SMOKE).logger) == ["csv"]  # the default
     cfg = compose_cfg(SMOKE + ["logger=[csv,tensorboard,mlflow]"])
     assert list(cfg.logger) == ["csv", "tensorboard", "mlflow"]
-    assert cfg.logger.mlflow._target_ == "ladarun.tracking.MLflowLogger"
+    assert cfg.logger.mlflow._target_ == "ladarun.rundir.trackers.MLflowLogger"
 
 
 def test_every_point_once_after_a_kill_between_checkpoint_and_logging(tmp_path, monkeypatch):
@@ -86,6 +87,9 @@ def test_every_point_once_after_a_kill_between_checkpoint_and_logging(tmp_path, 
     assert sorted(runs["tags.mlflow.runName"]) == ["resumed", "straight"]  # one experiment
     assert set(runs["status"]) == {"FINISHED"}
     assert set(runs["params.protocol.iterations"]) == {"4"}  # the config, flattened
+    code = json.loads((root / "straight" / "summary.json").read_text())["code"]
+    assert set(runs["params.code.commit"]) == {str(code["commit"])}  # the code it ran
+    assert set(runs["params.code.dirty"]) == {str(code["dirty"])}
     by_name = dict(zip(runs["tags.mlflow.runName"], runs["run_id"]))
     for name in ("straight", "resumed"):
         run_dir = root / name
@@ -126,7 +130,7 @@ def test_a_failed_run_is_marked_failed(tmp_path, monkeypatch):
 def test_missing_package_is_one_line_naming_the_extra(
     compose_cfg, tmp_path, monkeypatch, logger, module
 ):
-    from ladarun.cli import run_from_config
+    from ladarun.runner import run_from_config
 
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     with pytest.raises(ConfigError, match=rf"pip install -e '\.\[{logger}\]'"):

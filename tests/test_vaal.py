@@ -25,7 +25,7 @@ from ladarun.acquisition.passes import eval_mode
 from ladarun.acquisition.vaal import VAE, Discriminator, count_parameters
 from ladarun.data.base import ActiveDataset
 from ladarun.errors import ConfigError
-from ladarun.loop import RunOptions, run_active_learning
+from ladarun.loop import Experiment, RunOptions, run_active_learning
 from ladarun.models import cnn
 
 # A VAAL small enough for CPU tests: 1/16 of the channels, a few steps on small batches.
@@ -282,14 +282,16 @@ def test_interrupted_vaal_run_resumes_exactly(tmp_path, monkeypatch):
 
     def run(out_dir, **kw):
         return run_active_learning(
-            data=toy_data(),
-            model_factory=cnn,
-            acquisition=VAAL(**TINY_VAAL),
-            protocol=tiny_protocol(iterations=4, epochs=1),
-            out_dir=out_dir,
-            seed=5,
-            device=CPU,
-            options=RunOptions(progress=False, **kw),
+            Experiment(
+                data=toy_data(),
+                model_factory=cnn,
+                acquisition=VAAL(**TINY_VAAL),
+                protocol=tiny_protocol(iterations=4, epochs=1),
+                seed=5,
+            ),
+            out_dir,
+            CPU,
+            RunOptions(progress=False, **kw),
         )
 
     def vaal_columns(rows):

@@ -13,14 +13,9 @@ starts.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = _version("ladarun")
-except PackageNotFoundError:  # a source tree on sys.path that pip has not installed
-    __version__ = "0+unknown"
+from .version import __version__
 
 if TYPE_CHECKING:
     from .api import RunResult, load_runs, run

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Optional, cast
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from .config import compose, sweep_preset_error
 from .errors import ConfigError, DamagedFileError
 from .report.runs import Run, flatten, load_run
 from .report.runs import load_runs as _load_run_list
@@ -52,46 +53,6 @@ class RunResult:
         return pd.read_csv(path) if path.is_file() else None
 
 
-def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """ladarun's config for ``overrides``, with its ``hydra`` node, as the CLI composes it.
-
-    Hydra's errors (an unknown option, a sweep value such as ``seed=0,1``) become one-line
-    ConfigErrors.
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-
-    from .conf import CONF_DIR
-
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(
-                config_name="config", overrides=list(overrides), return_hydra_config=True
-            )
-    except (HydraException, OmegaConfBaseException) as err:
-        # Hydra's message, without the search path it appends, on one line.
-        text = str(err).split("Config search path")[0]
-        raise ConfigError(" ".join(text.split())) from None
-
-
-def sweep_preset_error(cfg: DictConfig, overrides: Sequence[str]) -> Optional[str]:
-    """The message for a sweep preset composed as a single run, or None when it is not one.
-
-    An ``experiment=...`` preset that sets ``hydra.sweeper.params`` is a sweep; without ``-m``
-    Hydra would ignore those params and quietly run the one default run instead.
-    """
-    params = OmegaConf.select(cfg, "hydra.sweeper.params")
-    if not params:
-        return None
-    chosen = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == "experiment"]
-    what = chosen[0] if chosen else "this config"
-    return (
-        f"{what} is a sweep preset (it sweeps {', '.join(params)}); add -m to run it: "
-        f"ladarun -m {' '.join(overrides)}"
-    )
-
-
 @contextmanager
 def _log_to(path: Path) -> Iterator[None]:
     """ladarun's log records at INFO into ``path`` for the duration, as Hydra's job logging does."""
@@ -122,7 +83,8 @@ def run(overrides: Sequence[str] = ()) -> RunResult:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from .cli import _only_hydra_files, _remove_fresh, run_from_config
+    from .rundir.files import only_hydra_files, remove_fresh
+    from .runner import run_from_config
 
     overrides = list(overrides)
     cfg = compose(overrides)
@@ -142,7 +104,7 @@ def run(overrides: Sequence[str] = ()) -> RunResult:
             raise ConfigError(f"hydra.run.dir does not resolve: {text}") from None
         with open_dict(cfg):
             del cfg["hydra"]  # the job's config, as @hydra.main hands it to the task
-        fresh = not out_dir.exists() or _only_hydra_files(out_dir)
+        fresh = not out_dir.exists() or only_hydra_files(out_dir)
         # .hydra/ as the CLI leaves it: the run folder's config for ladarun-table and a rerun.
         hydra_dir = out_dir / ".hydra"
         hydra_dir.mkdir(parents=True, exist_ok=True)
@@ -152,10 +114,10 @@ def run(overrides: Sequence[str] = ()) -> RunResult:
             with _log_to(out_dir / "ladarun.log"):
                 run_from_config(cfg, out_dir)
         except ConfigError:
-            if fresh and _only_hydra_files(out_dir):
+            if fresh and only_hydra_files(out_dir):
                 # Refused before anything was run, as the CLI: leave no folder that a table
                 # would list or a corrected call would have to get past.
-                _remove_fresh(out_dir, stop=Path.cwd())
+                remove_fresh(out_dir, stop=Path.cwd())
             raise
         config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     finally:

@@ -157,7 +157,7 @@ def sbatch_refusal(stderr: str, n_jobs: int, resources: dict[str, Any]) -> str:
 # --- a run directory, read without importing torch ------------------------------------------
 def iterations_done(run_dir: Path) -> int:
     """The last iteration metrics.csv records (-1 before the initial training has finished)."""
-    from .state import METRICS
+    from .rundir.files import METRICS
 
     try:
         with open(run_dir / METRICS, newline="") as f:
@@ -198,7 +198,7 @@ def note_time_limit(at_limit: list[int], done: int, timeout_min: float) -> None:
 def lost_job_error(planned: PlannedJob, job: Any, state: str, accounting: bool) -> JobLostError:
     """One line for a job that ended without a result: its Slurm state, its run's own failure
     (failed.json) when it wrote one, and where its log is."""
-    from .state import FAILURE
+    from .rundir.files import FAILURE
 
     if not state and accounting:
         state = sacct_state(job.job_id)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import platform
 import random
+import subprocess
+import time
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Optional
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -65,6 +69,35 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class Stopwatch:
+    """Wall-clock laps of an iteration (acquire, train, evaluate), each read after the device's
+    queued work is done, and the time since the iteration and the process started."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.created = self._iteration = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def start(self) -> None:
+        """A new iteration: no laps yet."""
+        self._iteration, self.laps = time.perf_counter(), {}
+
+    @contextlib.contextmanager
+    def lap(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        yield
+        synchronize(self.device)
+        self.laps[name] = time.perf_counter() - began
+
+    def iteration(self) -> float:
+        """Seconds since :meth:`start`."""
+        return time.perf_counter() - self._iteration
+
+    def total(self) -> float:
+        """Seconds since this stopwatch was made (this process's part of the run)."""
+        return time.perf_counter() - self.created
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -103,10 +136,38 @@ def cpu_name() -> str:
     return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()})"
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict[str, Any]:
+    """The git commit of ladarun's source and whether its code differs from it (``dirty``).
+
+    Only for a git checkout that tracks this package (an editable install); an installed wheel has
+    no commit to report: ``{"commit": None, "dirty": None}``. Dirty counts changes to the code and
+    its configs (src/, conf/, pyproject.toml, constraints.txt), not results or docs.
+    """
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(here), *args], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    # A wheel inside a checkout (site-packages under the repo's .venv) is not that checkout's code.
+    if git("ls-files", "--error-unmatch", "__init__.py") is None:
+        return {"commit": None, "dirty": None}
+    top = git("rev-parse", "--show-toplevel")
+    paths = ["src", "conf", "pyproject.toml", "constraints.txt"]
+    status = git("-C", str(top), "status", "--porcelain", "--untracked-files=no", "--", *paths)
+    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+
+
 def library_versions() -> dict[str, str]:
     import torchvision
 
-    from . import __version__
+    from .version import __version__
 
     return {
         "ladarun": __version__,

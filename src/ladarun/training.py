@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.base import BatchTransform
+from .protocol import Protocol
 
 
 def train_epoch(
@@ -46,3 +47,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         correct += (model(xb).argmax(dim=1) == yb).sum()
     return 100.0 * correct.item() / y.numel()
+
+
+def make_optimizer(model: torch.nn.Module, protocol: Protocol) -> torch.optim.Optimizer:
+    """The classifier's optimizer: Adam at ``protocol.lr``, as the paper (the one place it is built)."""
+    return torch.optim.Adam(model.parameters(), lr=protocol.lr)

@@ -111,7 +111,8 @@ if submitit_launcher is not None:
 
         def _plan_one(self, idx: int, overrides: list[str]) -> PlannedJob:
             from ladarun.report.runs import default_config
-            from ladarun.state import check_existing, running_owner  # no torch
+            from ladarun.rundir.identity import check_existing  # no torch
+            from ladarun.rundir.lock import running_owner
 
             assert self.hydra_context is not None and self.config is not None
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)

@@ -311,32 +311,12 @@ class VAAL(Acquisition):
                 # be computed and then discarded by the D step's zero_grad.
                 disc.requires_grad_(False)
                 for v in range(self.vae_steps):
-                    x_l, x_u = (
-                        self.vae_input(x[lab_idx[step, v]]),
-                        self.vae_input(x[pool_idx[step, v]]),
-                    )
-                    recon_l, mu_l, logvar_l = vae(x_l)
-                    recon_u, mu_u, logvar_u = vae(x_u)
-                    rec = vae_loss(x_l, recon_l, mu_l, logvar_l, self.beta) + vae_loss(
-                        x_u, recon_u, mu_u, logvar_u, self.beta
-                    )
-                    # The VAE wants D to call everything "labeled" (target 1).
-                    adv = F.binary_cross_entropy_with_logits(
-                        disc(mu_l).float(), ones
-                    ) + F.binary_cross_entropy_with_logits(disc(mu_u).float(), ones)
-                    vae_opt.zero_grad(set_to_none=True)
-                    (rec + self.adversary_weight * adv).backward()
-                    vae_opt.step()
-                with torch.no_grad():
-                    mu_l = vae.encode(self.vae_input(x[lab_idx[step, -1]]))[0]
-                    mu_u = vae.encode(self.vae_input(x[pool_idx[step, -1]]))[0]
-                disc.requires_grad_(True)
-                d_loss = F.binary_cross_entropy_with_logits(
-                    disc(mu_l).float(), ones
-                ) + F.binary_cross_entropy_with_logits(disc(mu_u).float(), zeros)
-                disc_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                disc_opt.step()
+                    x_l = self.vae_input(x[lab_idx[step, v]])
+                    x_u = self.vae_input(x[pool_idx[step, v]])
+                    rec = self._vae_step(vae, disc, vae_opt, x_l, x_u, ones)
+                x_l = self.vae_input(x[lab_idx[step, -1]])
+                x_u = self.vae_input(x[pool_idx[step, -1]])
+                d_loss = self._disc_step(vae, disc, disc_opt, x_l, x_u, (ones, zeros))
                 if step >= self.steps - tail:
                     vae_sum += rec.detach()
                     disc_sum += d_loss.detach()
@@ -346,6 +326,38 @@ class VAAL(Acquisition):
         # frozen until the next prepare: scores differentiate in lambda only
         disc.requires_grad_(False)
         self._metrics = {"vaal_vae_loss": vae_sum / tail, "vaal_disc_loss": disc_sum / tail}
+
+    def _vae_step(self, vae, disc, vae_opt, x_l, x_u, ones) -> torch.Tensor:
+        """One VAE step on a labeled and an unlabeled batch: reconstruct both and make D call
+        both "labeled"; returns the reconstruction loss."""
+        recon_l, mu_l, logvar_l = vae(x_l)
+        recon_u, mu_u, logvar_u = vae(x_u)
+        rec = vae_loss(x_l, recon_l, mu_l, logvar_l, self.beta) + vae_loss(
+            x_u, recon_u, mu_u, logvar_u, self.beta
+        )
+        # The VAE wants D to call everything "labeled" (target 1).
+        adv = F.binary_cross_entropy_with_logits(
+            disc(mu_l).float(), ones
+        ) + F.binary_cross_entropy_with_logits(disc(mu_u).float(), ones)
+        vae_opt.zero_grad(set_to_none=True)
+        (rec + self.adversary_weight * adv).backward()
+        vae_opt.step()
+        return rec
+
+    def _disc_step(self, vae, disc, disc_opt, x_l, x_u, targets) -> torch.Tensor:
+        """One D step: labeled latent means to 1, unlabeled to 0; returns D's loss."""
+        ones, zeros = targets
+        with torch.no_grad():
+            mu_l = vae.encode(x_l)[0]
+            mu_u = vae.encode(x_u)[0]
+        disc.requires_grad_(True)
+        d_loss = F.binary_cross_entropy_with_logits(
+            disc(mu_l).float(), ones
+        ) + F.binary_cross_entropy_with_logits(disc(mu_u).float(), zeros)
+        disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        disc_opt.step()
+        return d_loss
 
     # --- scoring -------------------------------------------------------------------------------
     def encode_mu(self, x: torch.Tensor) -> torch.Tensor:

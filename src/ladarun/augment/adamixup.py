@@ -321,16 +321,9 @@ class AdaMixup(Augment):
         if self._acquired is None:
             return None
         self._join(optimizer)
-        data, points = self._data, self._acquired
-        device, n = points.device, points.numel()
-        order = points[torch.randperm(n, device=device)]
-        half = n // 2
-        first, unseen = order[:half], order[half:]
-        second = order[torch.randperm(n, device=device)[:half]]
-        x = data.x_train[torch.cat([first, second, unseen])]
-        if data.train_transform is not None:
-            x = data.train_transform(x)
-        x1, x2, xu = x[:half], x[half : 2 * half], x[2 * half :]
+        data, device = self._data, self._acquired.device
+        (x1, x2, xu), (first, second) = self._pairs(self._acquired)
+        half = first.numel()
         model.train()
         self.policy.train()
         self.discriminator.train()
@@ -379,6 +372,22 @@ class AdaMixup(Augment):
             ]
         )
         return cls_sum.detach(), 2 * half
+
+    def _pairs(
+        self, points: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """This epoch's mixing pairs of the acquired ``points``: a random half against random
+        partners, the other half held out as the discriminator's unseen examples. Returns the
+        three image batches (crops and flips applied) and the pairs' dataset indices."""
+        data, device, n = self._data, points.device, points.numel()
+        order = points[torch.randperm(n, device=device)]
+        half = n // 2
+        first, unseen = order[:half], order[half:]
+        second = order[torch.randperm(n, device=device)[:half]]
+        x = data.x_train[torch.cat([first, second, unseen])]
+        if data.train_transform is not None:
+            x = data.train_transform(x)
+        return (x[:half], x[half : 2 * half], x[2 * half :]), (first, second)
 
     def metrics(self) -> dict[str, float]:
         """Over this iteration's training epochs (read once, after training)."""

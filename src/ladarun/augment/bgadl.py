@@ -254,9 +254,7 @@ class BGADL(Augment):
                 z_x = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
                 kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
                 loss_e = F.mse_loss(gen(z_x, y).float(), x) + kl
-                opt["encoder"].zero_grad(set_to_none=True)
-                loss_e.backward()
-                opt["encoder"].step()
+                _descend(opt["encoder"], loss_e)
                 # 2. G step: fool D, be classified as y by C, reconstruct x.
                 x_z = gen(torch.randn_like(mu), y)
                 x_rec = gen(z_x.detach(), y)
@@ -266,18 +264,14 @@ class BGADL(Augment):
                     + F.cross_entropy(logits_c.float(), y)
                     + self.recon_weight * F.mse_loss(x_rec.float(), x)
                 )
-                opt["generator"].zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt["generator"].step()
+                _descend(opt["generator"], loss_g)
                 # 3. D step: real against both kinds of generated images.
                 loss_d = (
                     bce(disc(x), real)
                     + bce(disc(x_z.detach()), fake)
                     + bce(disc(x_rec.detach()), fake)
                 )
-                opt["discriminator"].zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt["discriminator"].step()
+                _descend(opt["discriminator"], loss_d)
                 sums += torch.stack([loss_e.detach(), loss_g.detach(), loss_d.detach()])
             epochs.append(sums / n_batches)
         return torch.stack(epochs)
@@ -334,3 +328,10 @@ class BGADL(Augment):
         self._build(tuple(state["shape"]), device)
         self._load_gan_state(state)
         self.synthetic_x, self.synthetic_y = state["synthetic_x"], state["synthetic_y"]
+
+
+def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One gradient step of ``optimizer`` on ``loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()

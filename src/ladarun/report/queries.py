@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from ..errors import LadarunError
-from ..queries import QUERIES
+from ..rundir.files import QUERIES
 from .runs import Run, load_runs
 
 STATS = ("picks", "classes", "entropy_bits", "balance", "min_share", "max_share")
@@ -50,7 +50,7 @@ def picks_from_checkpoint(run: Run, data_dir: Optional[str]) -> pd.DataFrame:
     import torch
     from omegaconf import OmegaConf
 
-    from ..cli import build  # the one place that builds config nodes (Hydra's instantiate)
+    from ..config import build  # the one place that builds config nodes (Hydra's instantiate)
 
     state = torch.load(run.path / "checkpoint.pt", map_location="cpu", weights_only=False)
     labeled_at = state["labeled_at"].cpu()

@@ -22,11 +22,12 @@ from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
 from ..conf import CONF_DIR
-from ..state import BASE_COLUMNS, INDIRECT_KEYS, OPERATIONAL_KEYS, flatten
+from ..rundir.identity import INDIRECT_KEYS, OPERATIONAL_KEYS, flatten
+from ..rundir.metrics import BASE_COLUMNS
 from .rows import Row, row_for
 
 MARKERS = ("metrics.csv", "summary.json", "failed.json", "run_config.json")
-# Config keys that do not change what a run measures (state.OPERATIONAL_KEYS and INDIRECT_KEYS,
+# Config keys that do not change what a run measures (rundir.identity's OPERATIONAL_KEYS and INDIRECT_KEYS,
 # plus the seed and the resolved device, which summary.json records), left out when comparing
 # two runs' settings.
 NOT_SETTING = {*OPERATIONAL_KEYS, *INDIRECT_KEYS, "seed", "device", "hydra"}

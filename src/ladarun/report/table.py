@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.stats import ttest_ind
 
 from ..conf import CONF_DIR
-from ..state import running_owner
+from ..rundir.lock import running_owner
 from .rows import DATASETS, GROUPS, OTHER_GROUP, position, rows
 from .runs import Run, default_config, find_run_dirs, flatten, load_run
 

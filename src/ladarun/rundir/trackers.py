@@ -13,18 +13,19 @@ reuses the MLflow run recorded in the run folder and adds the points it lacks).
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from .errors import ConfigError
-from .state import SUMMARY, write_json_atomic
+from ..errors import ConfigError
+from .files import METRICS, QUERIES, SUMMARY, write_json_atomic
+from .identity import flatten
+from .metrics import read_rows
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class TrackedRun:
     experiment: str  # the sweep folder's name, else "ladarun"
     name: str  # the run's name in a tracker: its folder relative to ``root``
     config: dict[str, Any]  # the resolved config
+    code: dict[str, Any] = field(default_factory=dict)  # the code's git commit and dirty flag
 
 
 def scalars(row: Mapping[str, Any]) -> dict[str, float]:
@@ -64,12 +66,6 @@ def scalars(row: Mapping[str, Any]) -> dict[str, float]:
             continue
         out[key] = float(value)
     return out
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.csv."""
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 class Logger:
@@ -182,7 +178,7 @@ class MLflowLogger(Logger):
                 {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": self._run_id},
             )
             log.info("MLflow: run %s (experiment %r) in %s", self._run_id, name, uri)
-        self._log_params(run.config)
+        self._log_params({**run.config, "code": run.code})
         self._backfill(done)
 
     def _previous_run(self, uri: str) -> str:
@@ -206,8 +202,6 @@ class MLflowLogger(Logger):
 
     def _log_params(self, config: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
-
-        from .report.runs import flatten
 
         # MLflow refuses to change a logged param: a resumed run logs only the ones it lacks.
         have = self._client.get_run(self._run_id).data.params
@@ -246,7 +240,7 @@ class MLflowLogger(Logger):
         if self._client is None or not self._run_id:
             return
         if status == "FINISHED":
-            for name in (SUMMARY, "metrics.csv", "queries.csv"):
+            for name in (SUMMARY, METRICS, QUERIES):
                 if (self._out_dir / name).exists():
                     self._client.log_artifact(self._run_id, str(self._out_dir / name))
             self._client.log_figure(self._run_id, learning_curve(self._out_dir), CURVE)
@@ -260,7 +254,7 @@ def learning_curve(out_dir: Path) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_rows(out_dir / "metrics.csv")
+    rows = read_rows(out_dir / METRICS)
     labels = [int(r["n_labeled"]) for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(labels, [float(r["test_acc"]) for r in rows], marker=".", label="test accuracy")
@@ -289,3 +283,47 @@ def _quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def tracked_run(
+    out_dir: Path,
+    log_root: Optional[Path],
+    experiment: str,
+    config: dict[str, Any],
+    code: dict[str, Any],
+) -> TrackedRun:
+    """The run as its trackers see it, named by its folder under the sweep folder (one run: by
+    its folder as given, e.g. outputs/digits/ent-none/seed0)."""
+    root = Path(log_root) if log_root is not None else out_dir
+    try:
+        name = out_dir.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        name = "."
+    if name == ".":
+        name = out_dir.as_posix()
+    return TrackedRun(out_dir, root, experiment, name, config, code)
+
+
+@contextlib.contextmanager
+def ending_unfinished(loggers: Sequence[Logger]) -> Iterator[None]:
+    """Tell the loggers when the block ends on an error (FAILED) or Ctrl-C (KILLED)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        finish_loggers(loggers, "KILLED")
+        raise
+    except BaseException:
+        finish_loggers(loggers, "FAILED")
+        raise
+
+
+def finish_loggers(loggers: Sequence[Logger], status: str) -> None:
+    """Tell every logger the run ended. A tracker failing here does not fail the run, whose
+    files are whole by now: it is logged as a warning instead."""
+    for logger in loggers:
+        try:
+            logger.finish(status)
+        except Exception as err:  # a tracking server's error: any kind
+            log.warning(
+                "%s could not record the run's end (%s): %s", type(logger).__name__, status, err
+            )

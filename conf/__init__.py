@@ -13,12 +13,12 @@ CONF_DIR = Path(__file__).resolve().parent
 
 
 def _run_variant(overrides: Any) -> str:
-    from ..state import run_variant  # numpy: only when a run directory is named
+    from ..rundir.identity import run_variant
 
     return run_variant(overrides or ())
 
 
 # ``${ladarun.run_variant:${hydra.overrides.task}}`` in hydra.run.dir and hydra.sweep.subdir:
-# a folder per non-default setting (state.run_variant). Registered here, where the configs are,
+# a folder per non-default setting (rundir.identity.run_variant). Registered here, where the configs are,
 # so every composition (the CLI, the compose API, the tests) resolves the same run directory.
 OmegaConf.register_new_resolver("ladarun.run_variant", _run_variant, replace=True)

@@ -20,9 +20,8 @@ from typing import Optional
 
 import torch
 
-from .state import atomic_write
+from .files import atomic_write
 
-QUERIES = "queries.csv"
 COLUMNS = ("index", "label", "iteration", "score", "partner")
 
 
