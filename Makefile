@@ -6,7 +6,12 @@ STAMP  := $(VENV)/.ladarun-installed
 
 RUNS   ?= outputs
 
-.PHONY: demo test test-all test-slurm lint format bench table1 figures clean-outputs
+.PHONY: help demo test test-all test-slurm lint format bench table1 figures clean-outputs
+.DEFAULT_GOAL := help
+
+help:  ## list the targets (this)
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 
 # constraints.txt: the exact, tested versions of everything installed (pyproject.toml has ranges).
 # `make test CONSTRAINTS=` installs without it, keeping a torch you installed first (README).
@@ -34,14 +39,15 @@ test-all: $(STAMP)  ## everything, slow tests included
 test-slurm: $(STAMP)  ## the Slurm launcher on a one-node cluster it starts (needs slurmctld, slurmd, munge; skips without)
 	$(PY) scripts/test_slurm.py
 
-lint: $(STAMP)  ## ruff (lint and format check) on every Python file, mypy on src/ (part of .ci/run)
-	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+lint: $(STAMP)  ## ruff (lint, complexity, format) on every Python file, mypy on src/, the import layers (part of .ci/run)
+	$(VENV)/bin/ruff check src tests benchmarks scripts conf
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts conf
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMP)  ## apply ruff's formatter and its safe fixes
-	$(VENV)/bin/ruff format src tests benchmarks scripts
-	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+	$(VENV)/bin/ruff format src tests benchmarks scripts conf
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts conf
 
 bench: $(STAMP)  ## whole-run wall time/memory (benchmarks/results.md), then the Time column, loop overhead and per-row memory (benchmarks/bench.md)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
@@ -52,5 +58,5 @@ table1: $(STAMP)  ## Table 1 (with the paper's values) from every run under $(RU
 figures: $(STAMP)  ## Figure 3 and 6a from every run under $(RUNS): $(RUNS)/figures/*/*.{png,pdf}
 	$(VENV)/bin/ladarun-figures $(RUNS)
 
-clean-outputs:
+clean-outputs:  ## remove outputs/ and multirun/ (your own runs: careful)
 	rm -rf outputs multirun

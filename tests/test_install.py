@@ -149,3 +149,36 @@ def test_dependencies_are_ranges_and_constraints_pin_each_within_its_range():
             f"constraints.txt's {req.name}=={pin} is outside pyproject.toml's {req}"
         )
     assert "ladarun" not in pins  # the project itself is not a constraint
+
+
+def test_every_package_under_src_is_listed_for_the_wheel():
+    """pyproject.toml lists its packages (conf/ is mapped to ladarun.conf, which rules out
+    setuptools' package discovery): a new package that is not listed would be missing from the
+    wheel while every test of this checkout still passed."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(REPO / "src").parts)
+        for p in (REPO / "src").rglob("*.py")
+        if "egg-info" not in str(p)
+    }
+    assert found - {"hydra_plugins"} <= listed
+    assert "ladarun.conf" in listed and (REPO / "conf" / "config.yaml").is_file()
+
+
+def test_one_version_everywhere():
+    """The package, CITATION.cff and the newest CHANGELOG entry name the same version."""
+    import importlib.metadata
+    import re
+
+    found = re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert found is not None
+    version = found.group(1)
+    assert importlib.metadata.version("ladarun") == version
+    cff = (REPO / "CITATION.cff").read_text()
+    assert re.search(rf"^version: {re.escape(version)}$", cff, re.M)
+    newest = re.search(r"^## \[([^\]]+)\]", (REPO / "CHANGELOG.md").read_text(), re.M)
+    assert newest is not None and newest.group(1) == version
