@@ -37,7 +37,9 @@ BAD_SETTINGS = [
     (["protocol.pool_subset=0"], "protocol.pool_subset must be a positive integer or null"),
     (["protocol.pool_subset=2"], "protocol.pool_subset=2 is smaller than protocol.query=4"),
     (["protocol.lr=abc"], "protocol.lr must be a number, got 'abc'"),
-    (["protocol.lr=0"], "protocol.lr must be > 0"),
+    (["protocol.lr=0"], "protocol.lr must be a finite number > 0, got 0"),
+    (["protocol.lr=inf"], "protocol.lr must be a finite number > 0, got inf"),
+    (["seed=-1"], "seed must be from 0 to 2**32 - 1"),
     (["protocol.reinit=maybe"], "protocol.reinit must be true or false"),
     (
         ["augment=infomixup", "protocol.query=5"],

@@ -3,6 +3,7 @@ ladarun-queries class-balance report."""
 
 from __future__ import annotations
 
+import csv
 import math
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from helpers import CPU, SMOKE, Crash, read_csv, tiny_protocol, toy_data
 from ladarun.acquisition import MaxEntropy, RandomAcquisition
 from ladarun.augment.infomixup import InfoMixup
+from ladarun.errors import DamagedFileError
 from ladarun.loop import Experiment, RunOptions, run_active_learning
 from ladarun.models import cnn
 from ladarun.report.queries import balance_table, class_balance, main
@@ -107,20 +109,34 @@ def test_killed_and_resumed_run_writes_the_same_file(tmp_path, monkeypatch):
     assert (tmp_path / "resumed" / QUERIES).read_text() == straight
 
 
-def test_a_run_resumed_without_the_file_rebuilds_it_from_the_checkpoint(tmp_path, monkeypatch):
+def test_a_resume_without_the_file_or_with_another_runs_file_is_refused(tmp_path, monkeypatch):
+    """The checkpoint has finished iterations whose picks queries.csv must hold: a missing file
+    (or one of another run) stops the resume with one line, and the fix it names works."""
     run(tmp_path / "straight")
     with monkeypatch.context() as m:
         crash_at_checkpoint(m, 3)
         with pytest.raises(Crash):
             run(tmp_path / "resumed")
-    (tmp_path / "resumed" / QUERIES).unlink()  # as a run started before queries.csv existed
+    saved = (tmp_path / "resumed" / QUERIES).read_text()
+    (tmp_path / "resumed" / QUERIES).unlink()
+    with pytest.raises(
+        DamagedFileError,
+        match=r"queries.csv is missing, but checkpoint.pt has finished iterations 0\.\.1; put back",
+    ):
+        run(tmp_path / "resumed")
+    foreign = [r for r in read_csv(tmp_path / "straight" / QUERIES) if int(r["iteration"]) <= 1]
+    foreign[-1]["index"] = str(int(foreign[-1]["index"]) + 1)  # iteration 1: not this run's pick
+    with open(tmp_path / "resumed" / QUERIES, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(foreign[0]))
+        writer.writeheader()
+        writer.writerows(foreign)
+    with pytest.raises(DamagedFileError, match="disagrees with checkpoint.pt about iteration 1"):
+        run(tmp_path / "resumed")
+    (tmp_path / "resumed" / QUERIES).write_text(saved)  # put back: the resume goes on
     run(tmp_path / "resumed")
-    straight = read_csv(tmp_path / "straight" / QUERIES)
-    resumed = read_csv(tmp_path / "resumed" / QUERIES)
-    key = lambda rows: sorted((r["iteration"], r["index"], r["label"]) for r in rows)
-    assert key(resumed) == key(straight)
-    # iterations 0 and 1 came from labeled_at: no scores; 2..4 were chosen after the resume
-    assert all((r["score"] == "") == (int(r["iteration"]) < 2) for r in resumed)
+    assert (tmp_path / "resumed" / QUERIES).read_text() == (
+        tmp_path / "straight" / QUERIES
+    ).read_text()
 
 
 def test_class_balance_statistics():

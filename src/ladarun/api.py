@@ -24,6 +24,7 @@ from .config import compose, sweep_preset_error
 from .errors import ConfigError, DamagedFileError
 from .report.runs import Run, flatten, load_run
 from .report.runs import load_runs as _load_run_list
+from .rundir.files import RunLogHandler, only_hydra_files, remove_fresh
 
 # Hydra's default job log format, so ladarun.log reads the same from the API as from the CLI.
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -57,7 +58,7 @@ class RunResult:
 def _log_to(path: Path) -> Iterator[None]:
     """ladarun's log records at INFO into ``path`` for the duration, as Hydra's job logging does."""
     logger = logging.getLogger("ladarun")
-    handler = logging.FileHandler(path)
+    handler = RunLogHandler(path)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     level = logger.level
     if logger.getEffectiveLevel() > logging.INFO:
@@ -83,7 +84,6 @@ def run(overrides: Sequence[str] = ()) -> RunResult:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from .rundir.files import only_hydra_files, remove_fresh
     from .runner import run_from_config
 
     overrides = list(overrides)
@@ -105,14 +105,10 @@ def run(overrides: Sequence[str] = ()) -> RunResult:
         with open_dict(cfg):
             del cfg["hydra"]  # the job's config, as @hydra.main hands it to the task
         fresh = not out_dir.exists() or only_hydra_files(out_dir)
-        # .hydra/ as the CLI leaves it: the run folder's config for ladarun-table and a rerun.
-        hydra_dir = out_dir / ".hydra"
-        hydra_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, hydra_dir / "config.yaml")
-        OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+        out_dir.mkdir(parents=True, exist_ok=True)
         try:
             with _log_to(out_dir / "ladarun.log"):
-                run_from_config(cfg, out_dir)
+                run_from_config(cfg, out_dir, overrides=overrides)
         except ConfigError:
             if fresh and only_hydra_files(out_dir):
                 # Refused before anything was run, as the CLI: leave no folder that a table

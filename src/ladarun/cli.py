@@ -11,15 +11,15 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .conf import CONF_DIR
-from .errors import ConfigError, LadarunError
+from .errors import ConfigError, LadarunError, RunLockedError
 
 log = logging.getLogger("ladarun")
 # A log file on a full disk must not print a traceback per record: the write that fails for
@@ -81,14 +81,17 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
     sweep_dir = Path(hydra_cfg.sweep.dir) if multirun else None
     fresh = only_hydra_files(out_dir)
     try:
-        return run_from_config(cfg, out_dir, sweep_dir)
+        # As written (resolve=False): data_dir=${oc.env:...} is checked by the run, in one line.
+        overrides = cast(list[str], OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))
+        return run_from_config(cfg, out_dir, sweep_dir, overrides)
     except LadarunError as err:
         if fresh and isinstance(err, ConfigError) and only_hydra_files(out_dir):
             # Refused before anything of ladarun's was written: leave no folder behind that a
             # table would list or a corrected command would have to get past.
             remove_fresh(out_dir, stop=sweep_dir if sweep_dir is not None else Path.cwd())
         if multirun:
-            log.error("%s", err)
+            if not isinstance(err, RunLockedError):  # a live run's log is that run's alone
+                log.error("%s", err)
             raise  # the sweeper lists it with the other failed jobs at the end; the rest go on
         print(f"ladarun: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -105,6 +108,41 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
         if multirun:  # the sweep's summary gives one line; the traceback goes to the run's log
             log.exception("the run stopped on an unexpected error")
         raise
+
+
+# The names that become folders of a run's path (conf/config.yaml's hydra.run.dir).
+_FOLDER_KEYS = ("dataset.name", "acquisition.name", "augment.name")
+
+
+def check_folder_names(argv: list[str]) -> None:
+    """Raise UnsafePathError for a name override that would put a run outside the outputs folder
+    (``dataset.name=../../x``). The config's resolver refuses it too, but inside Hydra, which
+    prints a traceback; here it is one line, and nothing is created."""
+    from .rundir.identity import folder_name
+
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in _FOLDER_KEYS:
+            for one in value.split(","):  # a sweep's values, each its own folder
+                folder_name(one.strip("'\""), key)
+
+
+def check_output_folder(argv: list[str]) -> None:
+    """Raise a one-line error when the folder runs go to cannot be created or written (a
+    read-only working folder, a full disk): Hydra would create it, and fail with a traceback."""
+    from .rundir.files import check_writable
+
+    if _NO_RUN_FLAGS & set(argv):
+        return
+    keys = (
+        ("hydra.sweep.dir", "hydra.run.dir")
+        if {"-m", "--multirun"} & set(argv)
+        else ("hydra.run.dir",)
+    )
+    chosen = [a.partition("=")[2] for a in argv if a.partition("=")[0] in keys]
+    for folder in chosen or ["outputs"]:
+        if "${" not in folder:  # an interpolated folder is Hydra's to resolve
+            check_writable(Path(folder))
 
 
 # Hydra flags after which nothing runs (print the config, help or info), so a sweep preset
@@ -145,8 +183,10 @@ def main() -> Optional[float]:
         return None
     try:
         check_launcher(argv)
+        check_folder_names(argv)
+        check_output_folder(argv)
         check_single_run(argv)
-    except ConfigError as err:
+    except LadarunError as err:
         print(f"ladarun: error: {err}", file=sys.stderr)
         sys.exit(2)
     return hydra_main()

@@ -89,8 +89,15 @@ def check_settings(cfg: DictConfig) -> Parts:
     impossible one. Nothing is written and nothing trains before this has passed."""
     from .runtime import resolve_device
 
+    try:  # every ${...} of the config, at once: an unset variable is one line, not a traceback
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        text = " ".join(str(err).split())
+        raise ConfigError(f"the config does not resolve: {text}; set what it names") from None
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}; set seed=N, e.g. seed=0")
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be from 0 to 2**32 - 1 (NumPy's range), got {cfg.seed}; set e.g. seed=0")
     device = resolve_device(cfg.device)
     protocol = build(cfg.protocol)
     acquisition = build(cfg.acquisition)

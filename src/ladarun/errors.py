@@ -23,3 +23,19 @@ class DamagedFileError(LadarunError):
 
 class DiskFullError(LadarunError):
     """A write failed for lack of space; finished iterations are kept and a rerun resumes."""
+
+
+class UnsafePathError(LadarunError):
+    """A run would write outside its folder (a symbolic link in it, a name that climbs out)."""
+
+
+class DataMismatchError(LadarunError):
+    """A run would resume on other data than it started on."""
+
+
+class TrainingDivergedError(LadarunError):
+    """The classifier's training loss became non-finite or exploded."""
+
+
+class FileAccessError(LadarunError):
+    """A file or folder the run needs cannot be read or written (permissions, read-only)."""

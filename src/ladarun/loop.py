@@ -7,6 +7,7 @@ where it runs (device, seeds, speed switches) is runtime.py's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -16,14 +17,14 @@ import torch
 from .acquisition.base import Acquisition, AcquisitionContext
 from .augment.base import Augment, NoAugment
 from .data.base import ActiveDataset
-from .errors import ConfigError
+from .errors import ConfigError, TrainingDivergedError
 from .models.staged import StagedClassifier
 from .progress import phase
 from .protocol import Protocol
 from .rundir.run import Picks, RunDir, RunOptions
 from .rundir.state import RunState
 from .rundir.summary import RunSummary
-from .runtime import Stopwatch, keep_large_buffers, seed_everything
+from .runtime import Stopwatch, cpu_name, keep_large_buffers, seed_everything
 from .training import evaluate, make_optimizer, train_epoch
 
 __all__ = ["Experiment", "RunOptions", "RunSummary", "run_active_learning"]
@@ -104,9 +105,15 @@ class Learner:
         # own generator, so they do not depend on how many random numbers training consumed.
         self.gen = torch.Generator().manual_seed(experiment.seed)
         data = self.data = experiment.data.to(device)
+        fingerprint = data.fingerprint()  # before the speed switches change the layout
         data.x_train = self.speed.prepare_images(data.x_train)
         data.x_test = self.speed.prepare_images(data.x_test)
-        self.state = RunState(labeled_at=initial_labeled_at(data, protocol, self.gen))
+        self.state = RunState(
+            labeled_at=initial_labeled_at(data, protocol, self.gen),
+            data_fingerprint=fingerprint,
+            threads=torch.get_num_threads(),
+            cpu=cpu_name(),
+        )
         model = experiment.model_factory(
             in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size
         )
@@ -173,6 +180,7 @@ class Learner:
                 exp.protocol,
                 epochs,
             )
+        check_converging(loss, iteration, self.data.num_classes, exp.protocol.lr)
         # after training: an augmentation may report on its training (AdaMixup)
         return {"train_loss": loss, **(exp.augment.metrics() if iteration > 0 else {})}
 
@@ -186,6 +194,19 @@ class Learner:
                 self.experiment.protocol.eval_batch_size,
             )
         self.state.evaluated(acc)
+
+
+def check_converging(loss: float, iteration: int, num_classes: int, lr: float) -> None:
+    """Stop a run whose training diverged before its iteration is recorded: a loss that is not
+    finite, or 100 times a uniform guess's cross-entropy (log C), which no classifier that
+    learns reaches. Its finished iterations are kept; the run is marked failed."""
+    if math.isfinite(loss) and loss <= 100 * math.log(max(num_classes, 2)):
+        return
+    raise TrainingDivergedError(
+        f"training diverged at iteration {iteration} (mean loss {loss:.4g}); the iterations "
+        f"before it are kept. The usual cause is the learning rate: rerun with a lower "
+        f"protocol.lr (now {lr:g}, e.g. protocol.lr={lr / 100:g})"
+    )
 
 
 def initial_labeled(

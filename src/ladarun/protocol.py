@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -63,8 +64,10 @@ class Protocol:
                 f"protocol.pool_subset={self.pool_subset} is smaller than protocol.query={self.query}: "
                 "the candidate subset must hold at least one query; raise pool_subset or set it to null (whole pool)"
             )
-        if not self.lr > 0:
-            raise ConfigError(f"protocol.lr must be > 0, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(
+                f"protocol.lr must be a finite number > 0, got {self.lr}; set e.g. protocol.lr=0.001"
+            )
 
 
 def _is_int(value: object) -> bool:

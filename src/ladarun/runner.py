@@ -10,12 +10,21 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Any, Optional, cast
+from typing import Any, Optional, Sequence, cast
 
 from omegaconf import DictConfig, OmegaConf
 
 from .config import Parts, check_settings
-from .rundir.files import CHECKPOINT, FAILURE, METRICS, RUN_CONFIG, write_json_atomic
+from .rundir.files import (
+    CHECKPOINT,
+    FAILURE,
+    METRICS,
+    RUN_CONFIG,
+    os_errors_in_one_line,
+    refuse_links,
+    write_config_files,
+    write_json_atomic,
+)
 from .rundir.identity import check_existing, run_fingerprint
 from .rundir.lock import run_lock
 
@@ -23,7 +32,10 @@ log = logging.getLogger("ladarun")
 
 
 def run_from_config(
-    cfg: DictConfig, out_dir: Path | str, sweep_dir: Optional[Path] = None
+    cfg: DictConfig,
+    out_dir: Path | str,
+    sweep_dir: Optional[Path] = None,
+    overrides: Optional[Sequence[str]] = None,
 ) -> float:
     """Build dataset, model, acquisition, augmentation and protocol from ``cfg`` and run them in
     ``out_dir``; returns the best accuracy.
@@ -32,11 +44,13 @@ def run_from_config(
     run of the same config in ``out_dir`` is skipped; an unfinished one with a checkpoint resumes
     after its last finished iteration. Only one process at a time runs a directory: a second one
     stops at once (RunLockedError). ``sweep_dir``: the sweep folder of ``ladarun -m``, where
-    trackers keep their shared stores (one MLflow experiment per sweep).
+    trackers keep their shared stores (one MLflow experiment per sweep). ``overrides``: the
+    command line's, recorded in ``.hydra/overrides.yaml`` beside the config.
     """
     parts = check_settings(cfg)
     out_dir = Path(out_dir)
-    with run_lock(out_dir):
+    with os_errors_in_one_line(), run_lock(out_dir):
+        refuse_links(out_dir)
         # A DictConfig gives a dict.
         config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         done, fingerprint = _guard(out_dir, config)
@@ -46,6 +60,8 @@ def run_from_config(
             )
             return done
         _prepare(out_dir, config, bool(cfg.checkpoint))
+        listed = None if overrides is None else OmegaConf.to_yaml(OmegaConf.create(list(overrides)))
+        write_config_files(out_dir, OmegaConf.to_yaml(cfg), listed)
         try:
             from .loop import run_active_learning  # torch: only for a run that goes ahead
 

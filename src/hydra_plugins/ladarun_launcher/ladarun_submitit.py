@@ -139,9 +139,7 @@ if submitit_launcher is not None:
                     )
                     return job
                 config = cast(dict[str, Any], OmegaConf.to_container(task, resolve=True))
-                job.best = check_existing(
-                    run_dir, config, lambda: default_config(config), restore=False
-                )
+                job.best = check_existing(run_dir, config, lambda: default_config(config))
             except LadarunError as err:
                 job.status, job.note, job.error = "refused", str(err), err
                 return job

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -36,6 +37,17 @@ class ActiveDataset:
     @property
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
+
+    def fingerprint(self) -> str:
+        """A hash of the four tensors (shapes, dtypes and every byte): the same images and labels
+        in the same order give the same fingerprint. A run's saved indices name the same points
+        only on data with its fingerprint (a resume checks it)."""
+        digest = hashlib.sha256()
+        for tensor in (self.x_train, self.y_train, self.x_test, self.y_test):
+            flat = tensor.detach().cpu().contiguous()
+            digest.update(f"{tuple(flat.shape)} {flat.dtype};".encode())
+            digest.update(flat.view(torch.uint8).numpy().data)
+        return digest.hexdigest()[:16]
 
     def to(self, device: torch.device) -> "ActiveDataset":
         return ActiveDataset(

@@ -14,14 +14,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any, Iterator, Mapping, Optional
 
-from ..errors import DamagedFileError, DiskFullError
+from ..errors import DamagedFileError, DiskFullError, FileAccessError, UnsafePathError
 
 CHECKPOINT = "checkpoint.pt"
 RUN_CONFIG = "run_config.json"
@@ -55,17 +56,49 @@ def ctrl_c_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+# os.open flags of the modes run files are written in; O_NOFOLLOW: a symbolic link planted at a
+# run file's path (to a file outside the run folder) is refused, never written through.
+_WRITE_FLAGS = {
+    "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+    "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+    "r+": os.O_RDWR | os.O_CREAT,
+}
+
+
+def open_run_file(path: Path, mode: str = "w", newline: Optional[str] = "") -> IO[Any]:
+    """``open(path, mode)`` for a file a run writes, refusing a symbolic link at ``path``.
+
+    ``mode`` is one of w, x, a, r+ (plus b); r+ creates the file and keeps its content.
+    """
+    binary = "b" in mode
+    try:
+        fd = os.open(path, _WRITE_FLAGS[mode.replace("b", "")] | os.O_NOFOLLOW, 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UnsafePathError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); a run writes only regular "
+                "files inside its folder: remove the link, then rerun"
+            ) from None
+        raise
+    py_mode = {"w": "w", "x": "w", "a": "a", "r+": "r+"}[mode.replace("b", "")] + (
+        "b" if binary else ""
+    )
+    return os.fdopen(fd, py_mode, newline=None if binary else newline)
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success flush it to disk and rename it over
     ``path``. A kill mid-write leaves the old file intact (and at worst a stray ``.tmp``, which
-    the next run of the directory removes once it holds the run lock)."""
+    the next run of the directory removes once it holds the run lock). Neither the temporary
+    file nor ``path`` is followed if it is a symbolic link: the rename replaces a link itself."""
     path = Path(path)
     # Named for this process: two writers never share a temporary file.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    newline = None if "b" in mode else ""  # None: the default, the only value binary mode takes
+    tmp.unlink(missing_ok=True)  # a leftover of this PID (or a planted link): never reused
     try:
-        with ctrl_c_deferred(), open(tmp, mode, newline=newline) as f:
+        with ctrl_c_deferred(), open_run_file(tmp, "x" + mode.replace("w", "")) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -141,3 +174,100 @@ def remove_fresh(out_dir: Path, stop: Path) -> None:
             parent.rmdir()
         except OSError:  # not empty: another run lives there
             break
+
+
+# Every file a run writes into its folder (and Hydra's log): none may be a symbolic link.
+RUN_FILES = (
+    LOCK,
+    METRICS,
+    QUERIES,
+    CHECKPOINT,
+    SUMMARY,
+    RUN_CONFIG,
+    FAILURE,
+    "ladarun.log",
+    ".hydra/config.yaml",
+    ".hydra/overrides.yaml",
+)
+
+
+def refuse_links(out_dir: Path) -> None:
+    """Raise UnsafePathError when a run file in ``out_dir`` is a symbolic link: a run reads and
+    writes only regular files inside its folder (the folder itself may be a link, e.g. to a
+    scratch disk)."""
+    for name in RUN_FILES:
+        path = out_dir / name
+        if path.is_symlink():
+            raise UnsafePathError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); a run writes only regular "
+                "files inside its folder: remove the link, then rerun"
+            )
+
+
+class RunLogHandler(logging.FileHandler):
+    """The run's ``ladarun.log`` (Hydra's job log, conf/config.yaml's hydra.job_logging): opened
+    at its first record, never through a symbolic link. A launch refused before it logs anything
+    (another process holds the run) leaves the file as it was; a link there gets nothing (the
+    log goes to os.devnull) and the run stops on it with one line (refuse_links)."""
+
+    def __init__(
+        self,
+        filename: "str | Path",
+        mode: str = "a",
+        encoding: Optional[str] = None,
+        delay: bool = True,
+    ):
+        super().__init__(filename, mode, encoding=encoding, delay=True)
+
+    def _open(self) -> Any:
+        path = Path(self.baseFilename)
+        if path.is_symlink():
+            return open(os.devnull, "a")
+        return open_run_file(path, "a", newline=None)
+
+
+def write_config_files(out_dir: Path, config_yaml: str, overrides_yaml: Optional[str]) -> None:
+    """``.hydra/config.yaml`` (the run's unresolved config, which the reports read) and
+    ``.hydra/overrides.yaml``, written by the run once it holds its folder (Hydra writes none:
+    hydra.output_subdir is null), so a refused launch leaves a live run's files as they were."""
+    hydra_dir = out_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(hydra_dir / "config.yaml") as f:
+        f.write(config_yaml)
+    if overrides_yaml is not None:
+        with atomic_write(hydra_dir / "overrides.yaml") as f:
+            f.write(overrides_yaml)
+
+
+@contextlib.contextmanager
+def os_errors_in_one_line() -> Iterator[None]:
+    """Turn the OSErrors a user fixes (no space left, no permission, a read-only file system)
+    into one-line errors naming the file; any other passes unchanged."""
+    try:
+        yield
+    except OSError as err:
+        where = err.filename or "a file of the run"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(disk_full_message(Path(str(where)))) from None
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise FileAccessError(
+                f"{where}: {err.strerror}; make it (and its folder) readable and writable for "
+                "you, or use other folders (data_dir=..., hydra.run.dir=..., hydra.sweep.dir=...)"
+            ) from None
+        raise
+
+
+def check_writable(folder: Path) -> None:
+    """Raise a one-line error when ``folder`` (or, if it does not exist yet, the nearest folder
+    above it that does) cannot be written or has no space left: before a run creates anything."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FileAccessError(
+            f"{existing} is not writable, so {folder} cannot be created there; run ladarun from a "
+            "writable folder, or choose one with hydra.run.dir=... (hydra.sweep.dir=... for -m)"
+        )
+    stats = os.statvfs(existing)
+    if stats.f_bavail * stats.f_frsize < 2**20:
+        raise DiskFullError(disk_full_message(Path(folder)))

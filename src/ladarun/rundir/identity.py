@@ -9,9 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from omegaconf import OmegaConf
-
-from ..errors import ConfigError, DamagedFileError
+from ..errors import ConfigError, DamagedFileError, UnsafePathError
 from .files import CHECKPOINT, RUN_CONFIG, SUMMARY, read_json
 
 # Config keys that may differ between two invocations of the same run: where data lives, the
@@ -34,6 +32,22 @@ INDIRECT_KEYS = ("aux",)
 NAMED_KEYS = ("dataset", "acquisition", "augment", "seed")
 # A variant name longer than this keeps a readable head and ends in a hash of the whole.
 MAX_VARIANT_CHARS = 80
+
+
+# A name that becomes one folder of a run's path: no separators, no "." or "..", nothing hidden.
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=,@-]*")
+
+
+def folder_name(name: Any, key: str = "a config name") -> str:
+    """``name`` when it is safe as one folder of a run's path, else UnsafePathError naming it:
+    ``dataset.name=../../x`` must not put a run outside the sweep folder."""
+    text = str(name)
+    if not _FOLDER_NAME.fullmatch(text) or ".." in text:
+        raise UnsafePathError(
+            f"{key}={text!r} cannot name a run folder (it would leave the outputs folder or hide "
+            "it); use letters, digits and _ . + = , @ - only, starting with a letter or digit"
+        )
+    return text
 
 
 def run_variant(overrides: Iterable[str]) -> str:
@@ -93,7 +107,14 @@ def _previous_config(out_dir: Path) -> Optional[dict]:
     """The config of the run already in ``out_dir`` (finished or resumable), if any."""
     summary_path = out_dir / SUMMARY
     if summary_path.exists():
-        return read_json(summary_path, _REDO).get("run", {}).get("config", {})
+        run = read_json(summary_path, _REDO).get("run")
+        config = run.get("config") if isinstance(run, dict) else None
+        if not isinstance(config, dict) or not config:
+            raise DamagedFileError(
+                f"{summary_path} holds no run config (run.config), so it is not a whole ladarun "
+                f"summary; {_REDO}"
+            )
+        return config
     if (out_dir / CHECKPOINT).exists() and (out_dir / RUN_CONFIG).exists():
         # The checkpoint's fingerprint still guards the resume without it.
         return read_json(out_dir / RUN_CONFIG, "delete it: the run resumes and writes it again")
@@ -141,7 +162,7 @@ def run_fingerprint(out_dir: Path, config: dict, defaults: Optional[Defaults] = 
 
 
 def check_existing(
-    out_dir: Path, config: dict, defaults: Optional[Defaults] = None, restore: bool = True
+    out_dir: Path, config: dict, defaults: Optional[Defaults] = None
 ) -> Optional[float]:
     """Guard what ``out_dir`` already holds before a run starts there.
 
@@ -149,8 +170,7 @@ def check_existing(
     or None when the run should start or resume. Raises ConfigError when ``out_dir`` holds a
     finished or resumable run of a *different* config, so a new run never overwrites results.
     Keys added to ladarun since the earlier run, at their defaults, are no difference
-    (``differences``). ``restore=False`` (a launcher planning jobs, before Hydra has written
-    anything) leaves the folder's ``.hydra/config.yaml`` alone.
+    (``differences``). Nothing in ``out_dir`` is written.
     """
     previous = _previous_config(out_dir)
     if previous is None:
@@ -164,10 +184,6 @@ def check_existing(
         if not isinstance(best, (int, float)):
             raise DamagedFileError(f"{summary_path} has no best_acc; {_REDO}")
         return float(best)
-    hydra_config = out_dir / ".hydra" / "config.yaml"
-    if restore and hydra_config.exists() and previous:
-        # Hydra has just overwritten the earlier run's config with the new one: put it back.
-        hydra_config.write_text(OmegaConf.to_yaml(OmegaConf.create(previous)))
     state = "finished" if (out_dir / SUMMARY).exists() else "resumable (unfinished)"
     raise ConfigError(
         f"{out_dir} already holds a {state} run with a different configuration (differs in: {', '.join(changed)}); "

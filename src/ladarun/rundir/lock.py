@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Iterator, Optional
 
 from ..errors import RunLockedError
-from .files import LOCK
+from .files import LOCK, open_run_file
 
 
 def _owner(f: IO[str]) -> str:
@@ -29,7 +29,7 @@ def run_lock(out_dir: Path) -> Iterator[None]:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    f = open(out_dir / LOCK, "a+")
+    f = open_run_file(out_dir / LOCK, "r+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -56,7 +56,7 @@ def run_lock(out_dir: Path) -> Iterator[None]:
 def running_owner(out_dir: Path) -> Optional[str]:
     """Who holds ``out_dir``'s run lock now ("PID 123 on host"), or None when no process does."""
     path = Path(out_dir) / LOCK
-    if not path.exists():
+    if not path.exists() or path.is_symlink():  # a link locks nothing of this run's
         return None
     with open(path) as f:
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from ..errors import DamagedFileError, DiskFullError
-from .files import atomic_write, disk_full, disk_full_message
+from .files import atomic_write, disk_full, disk_full_message, open_run_file
 
 BASE_COLUMNS = (
     "iteration",
@@ -36,7 +36,7 @@ class MetricsWriter:
     ):
         self.path = Path(path)
         self.columns = list(BASE_COLUMNS) + [c for c in extra_columns if c not in BASE_COLUMNS]
-        if resume_after is not None and self.path.exists():
+        if resume_after is not None:
             kept = self._rows_up_to(resume_after)
             with atomic_write(self.path) as f:
                 writer = csv.DictWriter(
@@ -44,10 +44,10 @@ class MetricsWriter:
                 )
                 writer.writeheader()
                 writer.writerows(kept)
-            self._file = open(self.path, "a", newline="")
+            self._file = open_run_file(self.path, "a")
             self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
         else:
-            self._file = open(self.path, "w", newline="")
+            self._file = open_run_file(self.path, "w")
             self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
             self._writer.writeheader()
         self._sync()
@@ -59,6 +59,12 @@ class MetricsWriter:
             "delete it and checkpoint.pt to run this configuration again from the start, or put "
             "back a good copy"
         )
+        if not self.path.is_file():
+            raise DamagedFileError(
+                f"{self.path} is missing, but checkpoint.pt has finished iterations 0..{last}; "
+                f"put back metrics.csv, or delete checkpoint.pt to run this configuration again "
+                "from the start"
+            )
         try:
             with open(self.path, newline="") as f:
                 rows = list(csv.DictReader(f))

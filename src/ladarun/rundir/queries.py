@@ -8,8 +8,8 @@ Within an iteration the rows follow the order of the choice (best score first).
 
 The file is rewritten whole and atomically as each iteration ends (it holds at most a few
 thousand rows), so a kill never leaves half a row; a resumed run keeps the rows of the
-iterations its checkpoint covers, and rebuilds from the checkpoint's ``labeled_at`` any it
-lacks (a run started before queries.csv existed: those rows have no score or partner).
+iterations its checkpoint covers, and refuses to go on when they are missing or disagree with
+the checkpoint's ``labeled_at`` (a resume never papers over a lost or foreign file).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from ..errors import DamagedFileError
 from .files import atomic_write
 
 COLUMNS = ("index", "label", "iteration", "score", "partner")
@@ -83,24 +84,36 @@ class QueryLog:
             writer.writerows(self.rows)
 
     def _resume(self, labeled_at: torch.Tensor, resume_after: int) -> None:
-        """Keep the file's rows of iterations 0..resume_after where they match the checkpoint's
-        ``labeled_at``; rebuild the others from it (without score or partner)."""
+        """Keep the file's rows of iterations 0..resume_after, which must match the checkpoint's
+        ``labeled_at`` (rows of later iterations, written before a crash, are dropped); a file
+        that is missing or disagrees with the checkpoint stops the resume (DamagedFileError)."""
+        fix = (
+            "put back the run's own queries.csv, or delete checkpoint.pt (and the run's files) to "
+            "run this configuration again from the start"
+        )
+        if not self.path.is_file():
+            raise DamagedFileError(
+                f"{self.path} is missing, but checkpoint.pt has finished iterations 0..{resume_after}; {fix}"
+            )
         by_iteration: dict[int, list[dict[str, str]]] = {}
-        if self.path.exists():
+        try:
             with open(self.path, newline="") as f:
                 for row in csv.DictReader(f):
-                    it = row.get("iteration", "")
+                    it = row.get("iteration") or ""
                     if it.isdigit() and int(it) <= resume_after:
                         by_iteration.setdefault(int(it), []).append(row)
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise DamagedFileError(f"{self.path} cannot be read ({err}); {fix}") from None
         for it in range(resume_after + 1):
-            truth = torch.nonzero(labeled_at == it).flatten()
+            truth = torch.nonzero(labeled_at == it).flatten().tolist()
             kept = by_iteration.get(it, [])
-            if sorted(int(r["index"]) for r in kept) == truth.tolist():
-                self.rows += [{k: r.get(k) or "" for k in COLUMNS} for r in kept]
-            else:  # missing or not this run's: what the checkpoint knows
-                self.add(it, truth)
-                self.rows += self._pending
-                self._pending = []
+            indices = sorted(int(r["index"]) for r in kept if (r.get("index") or "").isdigit())
+            if indices != truth:
+                raise DamagedFileError(
+                    f"{self.path} disagrees with checkpoint.pt about iteration {it} (it lists "
+                    f"{len(kept)} points, the checkpoint {len(truth)}); {fix}"
+                )
+            self.rows += [{k: r.get(k) or "" for k in COLUMNS} for r in kept]
 
 
 def read_queries(path: Path) -> list[dict[str, str]]:

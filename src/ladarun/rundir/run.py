@@ -128,7 +128,7 @@ class RunDir:
             str(device),
             self.path / METRICS,
         )
-        write_summary(self.path, summary, state.resumes, aux_params, device, self.options.run_info)
+        write_summary(self.path, summary, state, aux_params, device, self.options.run_info)
         finish_loggers(
             self.options.loggers, "FINISHED"
         )  # after summary.json, an artifact of MLflow's

@@ -3,12 +3,16 @@ one process to the next (baal's idea: the labeled set is one array of labeling i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 
+from ..errors import ConfigError, DataMismatchError
 from .checkpoint import rng_state, set_rng_state
+
+log = logging.getLogger("ladarun.loop")
 
 
 @dataclass
@@ -23,6 +27,12 @@ class RunState:
     acc: float = 0.0
     elapsed_before: float = 0.0  # seconds spent by earlier processes of this run
     resumes: list[int] = field(default_factory=list)  # iterations at which it resumed
+    # What a CPU run's digits depend on besides its config, checked when it resumes: the data
+    # its indices point into, the intra-op thread count and the CPU model (docs/methods.md §14).
+    data_fingerprint: str = ""
+    threads: int = 0
+    cpu: str = ""
+    other_cpus: list[str] = field(default_factory=list)  # CPUs it resumed on, other than ``cpu``
 
     @property
     def n_labeled(self) -> int:
@@ -55,13 +65,19 @@ class RunState:
             "test_acc": self.acc,
             "elapsed_s": self.elapsed_before + elapsed,
             "resumes": self.resumes,
-            "rng": rng_state(gen),
+            "rng": rng_state(gen, self.labeled_at.device),
+            "data_fingerprint": self.data_fingerprint,
+            "threads": self.threads,
+            "cpu": self.cpu,
+            "other_cpus": self.other_cpus,
         }
 
     def restore(
         self, saved: dict[str, Any], device: torch.device, gen: torch.Generator, **parts: Any
     ) -> None:
-        """Continue after the checkpoint ``saved``, exactly as if never stopped."""
+        """Continue after the checkpoint ``saved``, exactly as if never stopped; refuse what
+        would not continue it exactly (other data, another thread count on the CPU)."""
+        self._check_same_execution(saved, device)
         for name, part in parts.items():
             part.load_state_dict(saved[name])
         self.labeled_at, self.initial_state = saved["labeled_at"].to(device), saved["initial_state"]
@@ -70,3 +86,34 @@ class RunState:
         self.next_iteration = saved["iteration"] + 1
         self.resumes = saved["resumes"] + [self.next_iteration]
         set_rng_state(saved["rng"], gen)
+
+    def _check_same_execution(self, saved: dict[str, Any], device: torch.device) -> None:
+        """Raise when the checkpoint was made on other data or (on the CPU) another thread
+        count; warn when it was made on another CPU model. Checkpoints from before these
+        records carry none of them and are not checked."""
+        before = saved.get("data_fingerprint")
+        if before and self.data_fingerprint and before != self.data_fingerprint:
+            raise DataMismatchError(
+                f"the data under data_dir are not the data this run started on (fingerprint "
+                f"{before}, now {self.data_fingerprint}: other files, or the same images in "
+                "another order), so its saved labeled indices would point at other images; put "
+                "back the files it started on, or run it again in a fresh folder"
+            )
+        threads = saved.get("threads")
+        if device.type == "cpu" and threads and self.threads and threads != self.threads:
+            raise ConfigError(
+                f"this run started on {threads} CPU threads and would resume on {self.threads}; a "
+                "CPU run's digits depend on the thread count, so it would not continue as it "
+                f"started: resume it with OMP_NUM_THREADS={threads} (under hydra/launcher=local, "
+                "with the same hydra.launcher.n_jobs), or delete checkpoint.pt to start again"
+            )
+        self.other_cpus = list(saved.get("other_cpus", []))
+        if saved.get("cpu") and self.cpu and saved["cpu"] != self.cpu:
+            self.other_cpus.append(self.cpu)
+            log.warning(
+                "resuming on %s, but this run started on %s: from here it may differ from an "
+                "uninterrupted run (summary.json lists the other CPUs in other_cpus)",
+                self.cpu,
+                saved["cpu"],
+            )
+            self.cpu = saved["cpu"]

@@ -11,6 +11,7 @@ import torch
 from ..runtime import code_version, cpu_name, device_name, library_versions
 from .files import SUMMARY, write_json_atomic
 from .metrics import learning_curve_area
+from .state import RunState
 
 
 @dataclass
@@ -27,7 +28,7 @@ class RunSummary:
 def write_summary(
     out_dir: Path,
     summary: RunSummary,
-    resumes: list[int],
+    state: RunState,
     aux_params: int,
     device: torch.device,
     run_info: dict[str, Any],
@@ -43,10 +44,12 @@ def write_summary(
             "n_labeled": summary.n_labeled,
             "iterations": summary.iterations,
             "total_s": round(summary.total_s, 3),
-            "resumed_at": resumes,
+            "resumed_at": state.resumes,
             "aux_params": aux_params,
             "device": device_name(device),
-            "cpu": cpu_name(),
+            "cpu": state.cpu or cpu_name(),
+            **({"other_cpus": state.other_cpus} if state.other_cpus else {}),
+            "data_fingerprint": state.data_fingerprint,
             "versions": library_versions(),
             "code": code_version(),
             "run": run_info,

@@ -21,9 +21,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
+from urllib.parse import unquote, urlparse
 
 from ..errors import ConfigError
-from .files import METRICS, QUERIES, SUMMARY, write_json_atomic
+from .files import METRICS, QUERIES, SUMMARY, open_run_file, write_json_atomic
 from .identity import flatten
 from .metrics import read_rows
 
@@ -125,7 +126,7 @@ def _file_lock(path: Optional[Path]) -> Iterator[None]:
     if path is None:
         yield
         return
-    with open(path, "a") as f:
+    with open_run_file(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -149,12 +150,15 @@ class MLflowLogger(Logger):
         self._client: Any = None
         self._run_id = ""
         self._out_dir = Path()
+        self._artifacts: Optional[Path] = None
 
     def start(self, run: TrackedRun, done: Sequence[Mapping[str, Any]]) -> None:
         from mlflow.tracking import MlflowClient
 
         self._out_dir = run.out_dir
         default_store = self.tracking_uri is None
+        # Where this store's artifacts belong; None for a store the user configured.
+        self._artifacts = (run.root / MLFLOW_ARTIFACTS).resolve() if default_store else None
         uri = self.tracking_uri or f"sqlite:///{(run.root / MLFLOW_DB).resolve()}"
         name = self.experiment or run.experiment
         with _file_lock(run.root / f"{MLFLOW_DB}.lock" if default_store else None), _quiet():
@@ -239,12 +243,31 @@ class MLflowLogger(Logger):
     def finish(self, status: str) -> None:
         if self._client is None or not self._run_id:
             return
-        if status == "FINISHED":
+        if status == "FINISHED" and self._artifacts_in_place():
             for name in (SUMMARY, METRICS, QUERIES):
                 if (self._out_dir / name).exists():
                     self._client.log_artifact(self._run_id, str(self._out_dir / name))
             self._client.log_figure(self._run_id, learning_curve(self._out_dir), CURVE)
         self._client.set_terminated(self._run_id, status=status)
+
+    def _artifacts_in_place(self) -> bool:
+        """Whether this MLflow run's artifact folder lies in the sweep folder's store: after the
+        runs were moved, the store still names the old place, which is never written to (the
+        files stay in the run folder, and a warning says so)."""
+        if self._artifacts is None:
+            return True
+        uri = self._client.get_run(self._run_id).info.artifact_uri or ""
+        where = Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else None
+        if where is not None and (where == self._artifacts or self._artifacts in where.parents):
+            return True
+        log.warning(
+            "MLflow: the run's artifact folder %s is not in %s (the runs were moved?); its "
+            "artifacts are not logged there: summary.json, metrics.csv and queries.csv stay in %s",
+            uri,
+            self._artifacts,
+            self._out_dir,
+        )
+        return False
 
 
 def learning_curve(out_dir: Path) -> Any:
