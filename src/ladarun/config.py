@@ -97,7 +97,9 @@ def check_settings(cfg: DictConfig) -> Parts:
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}; set seed=N, e.g. seed=0")
     if not 0 <= cfg.seed < 2**32:
-        raise ConfigError(f"seed must be from 0 to 2**32 - 1 (NumPy's range), got {cfg.seed}; set e.g. seed=0")
+        raise ConfigError(
+            f"seed must be from 0 to 2**32 - 1 (NumPy's range), got {cfg.seed}; set e.g. seed=0"
+        )
     device = resolve_device(cfg.device)
     protocol = build(cfg.protocol)
     acquisition = build(cfg.acquisition)
