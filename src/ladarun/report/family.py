@@ -18,15 +18,12 @@ not something a run could change after the fact (docs/methods.md §15).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
-
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-from yaml import YAMLError
+from typing import Optional
 
 from ..conf import CONF_DIR
 from .cells import METRICS, AggregateError
 from .rows import method_pair
+from .runs import conf_raw
 
 BASE = "base"
 
@@ -66,20 +63,9 @@ def base_of(row: str) -> str:
         ) from None
 
 
-def _preset(name: str) -> Optional[dict[str, Any]]:
-    path = CONF_DIR / "experiment" / f"{name}.yaml"
-    if not path.is_file():
-        return None
-    try:
-        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except (YAMLError, OmegaConfBaseException):
-        return None
-    return config if isinstance(config, dict) else None
-
-
 def declared(name: str) -> Optional[FamilySpec]:
     """The primary family of preset ``name`` (None: the preset declares none, or is not in conf/)."""
-    config = _preset(name) or {}
+    config = conf_raw(f"experiment/{name}.yaml") or {}
     primary = (config.get("experiment") or {}).get("primary")
     if not primary:
         return None

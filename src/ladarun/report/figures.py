@@ -42,7 +42,8 @@ VIRTUAL_SCORE = "virtual_score"
 REFERENCE = "random"  # the Table 1 row drawn in every accuracy panel as the reference curve
 REFERENCE_STYLE: dict[str, Any] = {"color": "black", "linestyle": "--", "linewidth": 1.4}
 WIDTH = 6.5  # inches: the figures print at this width with every font at 8 pt or more
-FONTS = {
+# Any: matplotlib types rc_context's keys as literals, which a dict of str does not satisfy
+FONTS: Any = {
     "font.size": 8,
     "axes.titlesize": 9,
     "axes.labelsize": 8,
@@ -146,7 +147,7 @@ def _axes(fig: Figure, panels: int, share: bool = True) -> list:
     cols = 1 if panels == 1 else 2
     rows = math.ceil(panels / cols)
     grid = fig.add_gridspec(rows, 2 * cols)
-    axes = []
+    axes: list[Any] = []
     for i in range(panels):
         r, c = divmod(i, cols)
         span = (
@@ -178,6 +179,15 @@ def _legends(axes: Sequence, where: str) -> str:
             borderaxespad=0.3, labelspacing=0.25, columnspacing=0.8,
         )  # fmt: skip
     return f"{counts.pop()} seeds each" if same else ""
+
+
+def _label(fig: Figure, axes: Sequence, ylabel: str, where: str, title: str) -> None:
+    """Axis labels, grid and legends of every panel, and the title (with a shared seed count)."""
+    for ax in axes:
+        ax.set(xlabel="labeled examples", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    note = _legends(axes, where)
+    fig.suptitle(title + (f" ({note})" if note else ""))
 
 
 SEEDS = re.compile(r" \((\d+) seeds?\)$")
@@ -216,11 +226,9 @@ def accuracy_figure(
                     "high",
                     _style(cell, styles),
                 )
-            ax.set(title=group, xlabel="labeled examples", ylabel="test accuracy (%)")
-            ax.grid(alpha=0.3)
-        note = _legends(axes, "lower right")
+            ax.set(title=group)
         what = "test accuracy, mean ± one standard deviation over seeds"
-        fig.suptitle(f"{title}\n{what}" + (f" ({note})" if note else ""))
+        _label(fig, axes, "test accuracy (%)", "lower right", f"{title}\n{what}")
     return fig
 
 
@@ -228,7 +236,9 @@ def difference_stats(runs: Sequence[Run], reference: Sequence[Run]) -> pd.DataFr
     """mean(runs) − mean(reference) at every label count both reached, with its 95 % Welch CI."""
 
     def values(group: Sequence[Run]) -> pd.Series:
-        frame = pd.concat([r.metrics[["n_labeled", "test_acc"]] for r in group])
+        frame = pd.concat(
+            [r.metrics[["n_labeled", "test_acc"]] for r in group if r.metrics is not None]
+        )
         return frame.groupby("n_labeled")["test_acc"].agg(list)
 
     a, b = values(runs), values(reference)
@@ -262,11 +272,9 @@ def difference_figure(
             # the means set the scale; the early, wide bands of a few seeds run off it
             pad = 0.1 * (max(means) - min(means)) + 0.2
             ax.set_ylim(min(means) - pad, max(means) + pad)
-            ax.set(title=group, xlabel="labeled examples", ylabel="accuracy − Random (points)")
-            ax.grid(alpha=0.3)
-        note = _legends(axes, "best")
+            ax.set(title=group)
         what = "accuracy minus Random's, mean over seeds with its pointwise 95 % confidence band"
-        fig.suptitle(f"{title}\n{what}" + (f" ({note})" if note else ""))
+        _label(fig, axes, "accuracy − Random (points)", "best", f"{title}\n{what}")
     return fig
 
 

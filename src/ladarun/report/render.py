@@ -115,9 +115,10 @@ def formatted(part: pd.DataFrame, paper: bool, bold: str = "**{}**") -> pd.DataF
     return out.reset_index(drop=True)
 
 
-def _md(df: pd.DataFrame) -> str:
+def _md(df: pd.DataFrame, numbers: bool = True) -> str:
+    """A Markdown table; ``numbers``: every column but Group and Method right-aligned."""
     escaped = df.map(lambda c: str(c).replace("|", "\\|"))
-    align = ["left" if c in ("Group", "Method") else "right" for c in df.columns]
+    align = ["left" if c in ("Group", "Method") or not numbers else "right" for c in df.columns]
     return escaped.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
@@ -147,7 +148,11 @@ def to_markdown(agg: Aggregate, root: Path, paper: bool = False) -> str:
             lines += [_md(formatted(ablations, paper)), ""]
     listed = pd.DataFrame(run_rows(agg, root))
     lines += ["## Unfinished, failed and unusable runs", ""]
-    lines += [_md(listed), ""] if len(listed) else ["None: every run found is finished.", ""]
+    lines += (
+        [_md(listed, numbers=False), ""]
+        if len(listed)
+        else ["None: every run found is finished.", ""]
+    )
     if agg.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in agg.notes] + [""]
     return "\n".join(lines)

@@ -16,7 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, cast
 
-import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -170,7 +169,7 @@ def curve_stats(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
 
 
 @lru_cache(maxsize=None)
-def _conf_raw(relpath: str) -> Optional[dict[str, Any]]:
+def conf_raw(relpath: str) -> Optional[dict[str, Any]]:
     """A file of conf/, unresolved, defaults list included; None when it is not there."""
     path = CONF_DIR / relpath
     if not path.is_file():
@@ -186,14 +185,14 @@ def _conf_raw(relpath: str) -> Optional[dict[str, Any]]:
 
 def _conf_file(relpath: str) -> Optional[dict[str, Any]]:
     """A file of conf/, unresolved, without its defaults list; None when it is not there."""
-    config = _conf_raw(relpath)
+    config = conf_raw(relpath)
     return None if config is None else {k: v for k, v in config.items() if k != "defaults"}
 
 
 def _protocol_preset(name: Any, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """conf/protocol/<name>.yaml over the protocol presets its defaults list loads first
     (``paper_budget`` loads ``quick``, then sets its own values: its ``_self_`` comes last)."""
-    config = _conf_raw(f"protocol/{name}.yaml")
+    config = conf_raw(f"protocol/{name}.yaml")
     if config is None or name in seen:
         return {}
     parts = []
@@ -259,14 +258,15 @@ def _read_config(path: Path, summary: Optional[dict]) -> dict[str, Any]:
         config = json.loads((path / "run_config.json").read_text())
         if not isinstance(config, dict):
             raise ValueError("run_config.json is not a mapping")
-        return config
+        return cast(dict[str, Any], config)
     return {}
 
 
 def _read_metrics(path: Path) -> pd.DataFrame:
     """metrics.csv as numbers; ValueError saying what is wrong when it is truncated or corrupted."""
     try:
-        df = pd.read_csv(path)
+        # as text: a "nan" the run wrote must stay apart from a cell that does not parse
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise ValueError("metrics.csv is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -275,9 +275,8 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"metrics.csv lacks the columns {', '.join(missing)}")
     base = df[list(BASE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
-    diverged = ~np.isfinite(base["train_loss"]) & df["train_loss"].astype(
-        str
-    ).str.strip().str.lower().isin(("nan", "inf", "-inf"))
+    written = df["train_loss"].str.strip().str.lower()
+    diverged = written.isin(("nan", "inf", "-inf", "infinity", "-infinity")).to_numpy()
     if diverged.any():
         it = int(base.loc[diverged, "iteration"].iloc[0])
         value = df.loc[diverged, "train_loss"].iloc[0]

@@ -45,8 +45,12 @@ def references(runs: Sequence[Run]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def _cpu(row: pd.Series) -> Optional[str]:
+    return None if pd.isna(row["cpu"]) else str(row["cpu"])
+
+
 def _why_not(row: pd.Series, refs: dict[str, tuple[float, float]]) -> str:
-    if row["cpu"] is None:
+    if _cpu(row) is None:
         return "mixed" if len(row["cpus"]) > 1 else "unrecorded"
     return "no Random on its CPU" if refs else "no Random with a recorded CPU"
 
@@ -61,8 +65,8 @@ def add_ratios(df: pd.DataFrame) -> pd.DataFrame:
         refs = reference["timing"].get(where, {}) if where in reference.index else {}
         if row["row"] == REFERENCE and not row["is_variant"] and row["n"]:
             ratio: tuple[float, float] = (1.0, 1.0)
-        elif row["cpu"] in refs:
-            base = refs[row["cpu"]]
+        elif _cpu(row) in refs:
+            base = refs[str(row["cpu"])]
             ratio = (row["iter_s"] / base[0], row["acquire_s"] / base[1] if base[1] else math.nan)
         else:
             ratio = (math.nan, math.nan)
