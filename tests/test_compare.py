@@ -214,3 +214,12 @@ def test_runs_folder_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(SystemExit, match="is a file; pass the folder that holds the runs"):
         main([str(tmp_path / "f")])
+
+
+def test_named_pairs_leave_the_primary_familys_tests_to_it(tmp_path):
+    write_budget(tmp_path)
+    primary, exploratory = compare(tmp_path, [("ent_infomixup", "random"), ("var", "random")])[0]
+    assert primary.kind == "primary" and primary.size == 16
+    lada, var = exploratory.comparisons  # ent_infomixup:random keeps Best only
+    assert (lada.row, lada.against, list(lada.metrics)) == ("ent_infomixup", "random", ["best"])
+    assert list(var.metrics) == ["final", "area", "best"] and exploratory.size == 4

@@ -7,10 +7,11 @@ two mean learning curves cross.
     ladarun-compare results/fashion_budget --pairs ent_infomixup:badge var_infomixup:var
 
 Rows are Table 1's keys (conf/method/). The primary family is declared by the sweep preset that
-made the runs (:mod:`.family`); it is tested alone and Holm-corrected within itself. Everything
+made the runs (:mod:`.family`); it is printed first and Holm-corrected within itself. Everything
 else printed is exploratory, Holm-corrected within its own family: by default every LADA row
 (InfoMixup and InfoSTN, learned and fixed tau) against Random and against its base acquisition,
-on Final, Area and Best, less the primary family's tests; with ``--pairs``, the pairs named.
+on Final, Area and Best; with ``--pairs``, the pairs named; in both, less the primary family's
+tests (a test is in one family only).
 Tests are two-sided unless ``--alternative`` names a direction on the command line, before
 any data are read. Only finished runs of each row's default setting count (no ablations).
 Curves: the label counts where the sign of the difference of the mean curves changes, and the
@@ -206,7 +207,7 @@ def compare(
     found, lines = [], []
     all_metrics = [m for m, _ in METRICS]
     for block in blocks(agg):
-        specs = [s for s in map(declared, block.presets) if s is not None] if pairs is None else []
+        specs = [s for s in map(declared, block.presets) if s is not None]
         taken: set[tuple[str, str, str]] = set()
         for spec in specs:
             fam, said = _primary(block, spec, alternative)
@@ -381,7 +382,8 @@ def parser() -> argparse.ArgumentParser:
         nargs="+",
         type=_pair,
         metavar="ROW:OTHER",
-        help="row keys to compare, e.g. ent_infomixup:random (an exploratory family of their own)",
+        help="row keys to compare, e.g. ent_infomixup:random: an exploratory family of their own, "
+        "printed after the primary family and without its tests",
     )
     p.add_argument(
         "--alternative",
