@@ -614,3 +614,39 @@ def test_out_pointing_at_a_file_is_one_line_and_writes_nothing(tmp_path, capsys)
     assert (tmp_path / "taken").read_text() == "x"
     assert main([str(tmp_path / "taken")]) == 2
     assert "is a file; pass the folder that holds the runs" in capsys.readouterr().err
+
+
+def test_a_group_outside_the_papers_is_tabled_bolded_and_drawn(tmp_path, monkeypatch):
+    """Rows of a new group (issue 33's "Beyond the paper") need no change to the report code."""
+    from ladarun.report import cells, figures
+    from ladarun.report import rows as rows_module
+
+    paper = rows_module.rows()
+    extra = rows_module.Row("margin", "Beyond the paper", "Margin", "margin", "none", {}, None, "")
+    extra_fixed = rows_module.Row(
+        "margin_infomixup_fixed", "Beyond the paper", "LADA_MarginMix^fixed", "margin",
+        "infomixup_fixed", {}, None, "",
+    )  # fmt: skip
+    monkeypatch.setattr(rows_module, "rows", lambda: (*paper, extra, extra_fixed))
+    monkeypatch.setattr(cells, "rows", lambda: (*paper, extra, extra_fixed))
+    for seed in (0, 1):
+        write_run(tmp_path, acquisition="random", seed=seed, accs=(50, 60, 70 + seed))
+        write_run(tmp_path, acquisition="margin", seed=seed, accs=(50, 60, 60 + seed))
+        write_run(
+            tmp_path,
+            acquisition="margin",
+            augment="infomixup_fixed",
+            seed=seed,
+            accs=(50, 62, 80 + seed),
+        )
+    agg = aggregate(tmp_path)
+    df = agg.cells.set_index("row")
+    assert list(agg.cells["group"]) == ["Baselines", "Beyond the paper", "Beyond the paper"]
+    assert (df.loc["margin", "bold_final"], df.loc["margin_infomixup_fixed", "bold_final"]) == (
+        False,
+        True,
+    )
+    assert main([str(tmp_path)]) == 0
+    assert md_row((tmp_path / "table1.md").read_text(), "Margin")[0] == "Beyond the paper"
+    fig = figures.accuracy_figure(agg.table, "t")
+    assert [ax.get_title() for ax in fig.axes] == ["Beyond the paper"]  # Random: the reference

@@ -223,3 +223,12 @@ def test_named_pairs_leave_the_primary_familys_tests_to_it(tmp_path):
     lada, var = exploratory.comparisons  # ent_infomixup:random keeps Best only
     assert (lada.row, lada.against, list(lada.metrics)) == ("ent_infomixup", "random", ["best"])
     assert list(var.metrics) == ["final", "area", "best"] and exploratory.size == 4
+
+
+def test_an_unusable_run_is_named_and_the_rest_compared(runs, capsys):
+    bad = runs / "quick/fashion/ent-none/seed1"
+    (bad / "summary.json").write_text("{}")
+    main([str(runs)])
+    captured = capsys.readouterr()
+    assert f"left out: {bad}: summary.json is not a ladarun summary" in captured.err
+    assert "| LADA_EntMix | Max Entropy" in captured.out and "3 / 2" in captured.out

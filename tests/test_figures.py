@@ -251,3 +251,16 @@ def test_ablations_flag(tmp_path):
     assert_pdf(out_plain / section / "fashion_accuracy.pdf")
     image = matplotlib.image.imread(out_plain / section / "fashion_accuracy.png")
     assert image.shape[1] > 1000 and image.shape[0] > 800  # a 2 x 2 grid of panels
+
+
+def test_an_unusable_run_is_named_and_the_rest_drawn(tmp_path, capsys):
+    write_run(tmp_path, acquisition="random", seed=0)
+    bad = write_run(tmp_path, acquisition="random", seed=1)
+    (bad / "summary.json").write_text("[]")
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert f"left out: {bad}: summary.json is not a ladarun summary (it holds list)" in err
+    assert list((tmp_path / "out").rglob("fashion_accuracy.png"))
+    (tmp_path / "taken").write_text("x")
+    assert main([str(tmp_path), "--out", str(tmp_path / "taken")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err

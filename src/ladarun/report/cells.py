@@ -50,6 +50,10 @@ class Aggregate:
     def not_finished(self) -> list[Run]:
         return [r for r in self.runs if not r.finished]
 
+    def left_out(self) -> list[str]:
+        """One line per run that cannot be used (it is named, never silently dropped)."""
+        return [f"{r.path}: {r.problem}" for r in self.runs if r.problem is not None]
+
 
 def select_rows(
     found: Sequence[str], keep: Optional[Sequence[str]] = None, exclude: Sequence[str] = ()

@@ -99,6 +99,8 @@ def run_picks(run: Run, data_dir: Optional[str]) -> tuple[Optional[pd.DataFrame]
                 None,
                 f"{QUERIES} cannot be read ({err}); restore it, or rerun the run in a new folder",
             )
+        if picks.empty:
+            return None, f"{QUERIES} holds no picks; rerun the run in a new folder, or delete it"
         return picks.astype("int64"), QUERIES
     if run.checkpoint:
         try:
@@ -135,7 +137,7 @@ def _folder_table(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """One record per run of one folder that has its picks, and one note per run left out."""
     agg = aggregate(root)
-    notes = [f"{r.path}: {r.problem}" for r in agg.runs if r.problem is not None]
+    notes = agg.left_out()
     records = []
     for _, where in agg.table.iterrows():
         run = where["run"]

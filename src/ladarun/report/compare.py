@@ -196,14 +196,15 @@ def _primary(
 
 
 def compare(
-    root: Path | str,
+    root: Path | str | Aggregate,
     pairs: Optional[Sequence[tuple[str, str]]] = None,
     primary: bool = False,
     alternative: str = "two-sided",
 ) -> tuple[list[Family], list[str]]:
-    """The families to print for the runs under ``root``, and one line per family that could not
-    be tested (see :func:`problems`). ``primary``: only the declared families."""
-    agg = aggregate(root)
+    """The families to print for the runs under ``root`` (a folder, or its runs already
+    aggregated), and one line per family that could not be tested (see :func:`problems`).
+    ``primary``: only the declared families."""
+    agg = root if isinstance(root, Aggregate) else aggregate(root)
     found, lines = [], []
     all_metrics = [m for m, _ in METRICS]
     for block in blocks(agg):
@@ -401,9 +402,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if problem:
         sys.exit(f"ladarun-compare: error: {problem}")
     try:
-        families, lines = compare(args.runs, args.pairs, args.primary, args.alternative)
+        agg = aggregate(args.runs)
+        families, lines = compare(agg, args.pairs, args.primary, args.alternative)
     except AggregateError as e:
         sys.exit(f"ladarun-compare: error: {e}")
+    for line in agg.left_out():
+        print(f"ladarun-compare: left out: {line}", file=sys.stderr)
     kind = "error" if args.primary else "warning: primary family not tested"
     for line in lines:
         print(f"ladarun-compare: {kind}: {line}", file=sys.stderr)

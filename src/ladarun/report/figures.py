@@ -32,7 +32,7 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
 
-from .cells import AggregateError, aggregate
+from .cells import Aggregate, AggregateError, aggregate
 from .paths import output_folder, runs_folder
 from .rows import GROUPS, OTHER_GROUP, position
 from .runs import Run, curve_stats
@@ -318,12 +318,16 @@ def _acquisition_words(acquisition: str) -> str:
 
 
 def write_figures(
-    root: Path | str, out: Optional[Path | str] = None, ablations: bool = False
+    root: Path | str,
+    out: Optional[Path | str] = None,
+    ablations: bool = False,
+    agg: Optional[Aggregate] = None,
 ) -> list[Path]:
-    """Write every figure the runs under ``root`` allow; returns the paths (each PNG, then its PDF)."""
+    """Write every figure the runs under ``root`` allow (``agg``: its runs, already aggregated);
+    returns the paths (each PNG, then its PDF)."""
     root = Path(root)
     out = Path(out) if out is not None else root / "figures"
-    agg = aggregate(root)
+    agg = agg if agg is not None else aggregate(root)
     table = agg.table[[r.metrics is not None and len(r.metrics) > 0 for r in agg.table["run"]]]
     styles = method_styles(table)
     written: list[Path] = []
@@ -378,7 +382,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if problem:
             raise AggregateError(problem)
-        written = write_figures(args.runs_dir, args.out, ablations=args.ablations)
+        agg = aggregate(args.runs_dir)
+        for line in agg.left_out():
+            print(f"ladarun-figures: left out: {line}", file=sys.stderr)
+        written = write_figures(args.runs_dir, args.out, ablations=args.ablations, agg=agg)
     except AggregateError as err:
         print(f"ladarun-figures: error: {err}", file=sys.stderr)
         return 2

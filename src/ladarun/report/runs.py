@@ -311,7 +311,8 @@ def _read_json(run: Run, name: str) -> Optional[dict[str, Any]]:
         shape = (
             type(value).__name__ if not isinstance(value, dict) else "a mapping without best_acc"
         )
-        raise ValueError(f"{name} is not a ladarun {name[:-5]} (it holds {shape})")
+        kind = "summary" if name == SUMMARY else "failure record"
+        raise ValueError(f"{name} is not a ladarun {kind} (it holds {shape})")
     return value
 
 
