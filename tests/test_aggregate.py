@@ -630,15 +630,11 @@ def test_a_group_outside_the_papers_is_tabled_bolded_and_drawn(tmp_path, monkeyp
     monkeypatch.setattr(rows_module, "rows", lambda: (*paper, extra, extra_fixed))
     monkeypatch.setattr(cells, "rows", lambda: (*paper, extra, extra_fixed))
     for seed in (0, 1):
-        write_run(tmp_path, acquisition="random", seed=seed, accs=(50, 60, 70 + seed))
-        write_run(tmp_path, acquisition="margin", seed=seed, accs=(50, 60, 60 + seed))
-        write_run(
-            tmp_path,
-            acquisition="margin",
-            augment="infomixup_fixed",
-            seed=seed,
-            accs=(50, 62, 80 + seed),
-        )
+        for acquisition, augment, final in (
+            ("random", "none", 70), ("margin", "none", 60), ("margin", "infomixup_fixed", 80)
+        ):  # fmt: skip
+            accs = (50, 60, final + seed)
+            write_run(tmp_path, acquisition=acquisition, augment=augment, seed=seed, accs=accs)
     agg = aggregate(tmp_path)
     df = agg.cells.set_index("row")
     assert list(agg.cells["group"]) == ["Baselines", "Beyond the paper", "Beyond the paper"]
