@@ -1,4 +1,5 @@
-"""Best, final and area of two groups of finished runs, with a two-sided Welch test per metric.
+"""Best, final and area of two groups of finished runs: the difference with its 95 % confidence
+interval and a two-sided Welch p per metric (uncorrected: a family of three, exploratory).
 
     .venv/bin/python benchmarks/compare_runs.py results/fashion_quick/fashion/ent-infomixup \\
         results/fashion_quick_tabulated/fashion/ent-infomixup
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ladarun.report.table import welch
+from ladarun.report.stats import welch
 
 METRICS = (("best_acc", "Best"), ("final_acc", "Final"), ("area", "Area"))
 
@@ -39,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     a, b = (summaries(Path(x)) for x in args)
     print(f"A = {args[0]} ({', '.join(a)})\nB = {args[1]} ({', '.join(b)})\n")
     print(
-        "| metric | A mean ± sd | B mean ± sd | B - A | Welch p (two-sided) |\n|---|---|---|---|---|"
+        "| metric | A mean ± sd | B mean ± sd | B - A [95 % CI] | Welch p (two-sided) |\n|---|---|---|---|---|"
     )
     for key, label in METRICS:
         xa, xb = [r[key] for r in a.values()], [r[key] for r in b.values()]
@@ -48,9 +49,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             sd = statistics.stdev(x) if len(x) > 1 else float("nan")
             return f"{statistics.mean(x):.2f} ± {sd:.2f} (n={len(x)})"
 
-        p = welch(xb, xa)[1]  # two-sided
-        diff = statistics.mean(xb) - statistics.mean(xa)
-        print(f"| {label} | {fmt(xa)} | {fmt(xb)} | {diff:+.2f} | {p:.2f} |")
+        d = welch(xb, xa)
+        ci = f"[{d.low:+.2f}, {d.high:+.2f}]"
+        print(f"| {label} | {fmt(xa)} | {fmt(xb)} | {d.diff:+.2f} {ci} | {d.p:.2f} |")
     shared = sorted(set(a) & set(b))
     if shared:
         print("\nSame seed (the same initial labeled set and initial training in both):")

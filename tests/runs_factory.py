@@ -35,6 +35,7 @@ def write_run(
     config: bool = True,
     settings: Optional[dict[str, dict]] = None,
     cpu: Optional[str] = None,
+    experiment: Optional[str] = None,
 ) -> Path:
     """A run with ``len(accs)`` iterations (0..n-1); ``finished`` writes summary.json."""
     run = root / (folder or f"{protocol}/{dataset}/{acquisition}-{augment}/seed{seed}")
@@ -48,6 +49,8 @@ def write_run(
         "seed": seed,
         "data_dir": "${oc.env:LADARUN_DATA,./data}",
     }
+    if experiment:
+        cfg["experiment"] = {"name": experiment}
     for group, values in (
         settings or {}
     ).items():  # e.g. {"augment": {"tau_activation": "softplus"}}

@@ -380,3 +380,53 @@ def test_infomixup_run_resumes_exactly(tmp_path, monkeypatch):
         read_csv(tmp_path / "straight" / "metrics.csv"),
     )
     assert without_timings(resumed) == without_timings(straight)
+
+
+def _entmix_run(out):
+    return run_active_learning(
+        data=toy_data(),
+        model_factory=cnn,
+        acquisition=MaxEntropy(),
+        augment=InfoMixup(layers=[1, 2], policy_epochs=2),
+        protocol=tiny_protocol(query=4, pool_subset=20),
+        out_dir=out,
+        seed=3,
+        device=CPU,
+        options=RunOptions(progress=False),
+    )
+
+
+def test_tau_spread_over_the_pairs_is_recorded_and_draws_nothing(tmp_path, monkeypatch):
+    """tau_std, tau_min and tau_max describe tau* over every pair the policy scored; computing them
+    reads no random stream, so every other column equals a run that does not record them."""
+    _entmix_run(tmp_path / "with")
+    with monkeypatch.context() as m:
+        m.setattr(infomixup_module, "tau_spread", lambda tau: {})
+        _entmix_run(tmp_path / "without")
+    recorded = read_csv(tmp_path / "with" / "metrics.csv")
+    plain = read_csv(tmp_path / "without" / "metrics.csv")
+    spread = ("tau_std", "tau_min", "tau_max")
+    assert without_timings([{k: v for k, v in r.items() if k not in spread} for r in recorded]) == (
+        without_timings([{k: v for k, v in r.items() if k not in spread} for r in plain])
+    )
+    assert (tmp_path / "with" / "queries.csv").read_text() == (
+        tmp_path / "without" / "queries.csv"
+    ).read_text()
+    for r in recorded[1:]:
+        low, mean, high, std = (float(r[k]) for k in ("tau_min", "tau_mean", "tau_max", "tau_std"))
+        assert 0 < low <= mean <= high < 1 and std >= 0  # sigmoid: tau* in (0, 1)
+        assert std <= (high - low) and (std > 0) == (high > low)
+    assert all(r["tau_std"] == "" for r in plain)
+
+
+def test_tau_spread_is_the_spread_of_the_tensor():
+    tau = torch.tensor([0.2, 0.4, 0.9])
+    spread = infomixup_module.tau_spread(tau)
+    assert spread == pytest.approx({"tau_std": float(tau.std()), "tau_min": 0.2, "tau_max": 0.9})
+    assert spread["tau_std"] == pytest.approx(0.3605551, rel=1e-6)  # ddof=1, by hand
+    assert infomixup_module.tau_spread(torch.tensor([0.5]))["tau_std"] == 0.0
+
+
+def test_fixed_tau_rows_record_no_spread():
+    assert "tau_std" not in FixedInfoMixup.metric_names
+    assert {"tau_std", "tau_min", "tau_max"} <= set(InfoMixup.metric_names)

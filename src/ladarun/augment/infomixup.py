@@ -82,11 +82,28 @@ def cached_features(
     return torch.cat([model.features(x[chunk], k) for chunk in indices.split(batch)])
 
 
+def tau_spread(tau: torch.Tensor) -> dict[str, float]:
+    """Standard deviation (ddof=1), minimum and maximum of tau* over pairs; reads no random stream."""
+    return {
+        "tau_std": float(tau.std()) if tau.numel() > 1 else 0.0,
+        "tau_min": float(tau.min()),
+        "tau_max": float(tau.max()),
+    }
+
+
 class InfoMixup(Augment):
     """LADA with InfoMixup (``augment=infomixup``); see the module docstring."""
 
     needs_per_instance_score = True
-    metric_names: tuple[str, ...] = ("mix_layer", "tau_mean", "virtual_score", "policy_loss")
+    metric_names: tuple[str, ...] = (
+        "mix_layer",
+        "tau_mean",
+        "tau_std",
+        "tau_min",
+        "tau_max",
+        "virtual_score",
+        "policy_loss",
+    )
     #: A policy network reads the pairs' maps h^k (the ^fixed ablation has none).
     has_policy = True
 
@@ -194,6 +211,10 @@ class InfoMixup(Augment):
             "tau_mean": float(tau[rows].mean()),
             "virtual_score": float(virtual[rows].mean()),
         }
+        if self.has_policy:
+            # tau_mean is over the selected pairs (those trained on); the spread is over every pair
+            # the policy scored, to show how far tau* varies with the pair (docs/methods.md §9.3).
+            self._metrics.update(tau_spread(tau))
         if policy_loss is not None:
             self._metrics["policy_loss"] = policy_loss
         # queries.csv: both members of a pair carry the pair's Eq. 15 score and each other's index

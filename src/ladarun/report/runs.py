@@ -26,7 +26,8 @@ from ..rundir.identity import INDIRECT_KEYS, OPERATIONAL_KEYS, flatten
 from ..rundir.metrics import BASE_COLUMNS
 from .rows import Row, row_for
 
-MARKERS = ("metrics.csv", "summary.json", "failed.json", "run_config.json")
+SUMMARY = "summary.json"
+MARKERS = ("metrics.csv", SUMMARY, "failed.json", "run_config.json")
 # Config keys that do not change what a run measures (rundir.identity's OPERATIONAL_KEYS and INDIRECT_KEYS,
 # plus the seed and the resolved device, which summary.json records), left out when comparing
 # two runs' settings.
@@ -169,7 +170,7 @@ def curve_stats(frames: list[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
 
 
 @lru_cache(maxsize=None)
-def _conf_raw(relpath: str) -> Optional[dict[str, Any]]:
+def conf_raw(relpath: str) -> Optional[dict[str, Any]]:
     """A file of conf/, unresolved, defaults list included; None when it is not there."""
     path = CONF_DIR / relpath
     if not path.is_file():
@@ -185,14 +186,14 @@ def _conf_raw(relpath: str) -> Optional[dict[str, Any]]:
 
 def _conf_file(relpath: str) -> Optional[dict[str, Any]]:
     """A file of conf/, unresolved, without its defaults list; None when it is not there."""
-    config = _conf_raw(relpath)
+    config = conf_raw(relpath)
     return None if config is None else {k: v for k, v in config.items() if k != "defaults"}
 
 
 def _protocol_preset(name: Any, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """conf/protocol/<name>.yaml over the protocol presets its defaults list loads first
     (``paper_budget`` loads ``quick``, then sets its own values: its ``_self_`` comes last)."""
-    config = _conf_raw(f"protocol/{name}.yaml")
+    config = conf_raw(f"protocol/{name}.yaml")
     if config is None or name in seen:
         return {}
     parts = []
@@ -251,17 +252,22 @@ def _read_config(path: Path, summary: Optional[dict]) -> dict[str, Any]:
         if not isinstance(config, dict):
             raise ValueError(".hydra/config.yaml is not a mapping")
         return cast(dict[str, Any], config)  # YAML mapping keys are strings
-    if summary is not None and summary.get("run", {}).get("config"):
-        return summary["run"]["config"]
+    recorded = (summary or {}).get("run")
+    if isinstance(recorded, dict) and isinstance(recorded.get("config"), dict):
+        return recorded["config"]
     if (path / "run_config.json").is_file():
-        return json.loads((path / "run_config.json").read_text())
+        config = json.loads((path / "run_config.json").read_text())
+        if not isinstance(config, dict):
+            raise ValueError("run_config.json is not a mapping")
+        return cast(dict[str, Any], config)
     return {}
 
 
 def _read_metrics(path: Path) -> pd.DataFrame:
     """metrics.csv as numbers; ValueError saying what is wrong when it is truncated or corrupted."""
     try:
-        df = pd.read_csv(path)
+        # as text: a "nan" the run wrote must stay apart from a cell that does not parse
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise ValueError("metrics.csv is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -270,6 +276,14 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"metrics.csv lacks the columns {', '.join(missing)}")
     base = df[list(BASE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    written = df["train_loss"].str.strip().str.lower()
+    diverged = written.isin(("nan", "inf", "-inf", "infinity", "-infinity")).to_numpy()
+    if diverged.any():
+        it = int(base.loc[diverged, "iteration"].iloc[0])
+        value = df.loc[diverged, "train_loss"].iloc[0]
+        raise Diverged(
+            f"its training loss is not finite from iteration {it} on (metrics.csv holds {value})"
+        )
     bad = base.isna().any(axis=1)
     if bad.any():
         line = int(bad.to_numpy().nonzero()[0][0]) + 2  # +1 for the header, +1 for 1-based lines
@@ -280,45 +294,70 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     return pd.concat([base, extra], axis=1)
 
 
-def load_run(path: Path) -> Run:
-    run = Run(path=path, checkpoint=(path / "checkpoint.pt").exists())
+class Diverged(ValueError):
+    """A run whose loss went to NaN or infinity: its file is whole, its setting is the problem."""
+
+
+def _read_json(run: Run, name: str) -> Optional[dict[str, Any]]:
+    """A JSON file of the run as a mapping, None when absent; ValueError when it is damaged or
+    not a mapping (a summary.json of ``{}`` or ``[]``)."""
+    path = run.path / name
+    if not path.is_file():
+        return None
     try:
-        if (path / "summary.json").is_file():
-            run.summary = json.loads((path / "summary.json").read_text())
-        if (path / "failed.json").is_file():
-            run.failure = json.loads((path / "failed.json").read_text())
-    except json.JSONDecodeError as err:
-        run.problem = f"a JSON file is corrupted ({err}); rerun the same command to redo the run, or delete {path}"
-        return run
-    try:
-        run.config = _read_config(path, run.summary)
-    except (YAMLError, OmegaConfBaseException, ValueError, json.JSONDecodeError) as err:
-        run.problem = (
-            f"its config is unreadable ({err}); delete {path} or restore .hydra/config.yaml"
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{name} is corrupted ({err})") from None
+    if not isinstance(value, dict) or (name == SUMMARY and not _number(value.get("best_acc"))):
+        shape = (
+            type(value).__name__ if not isinstance(value, dict) else "a mapping without best_acc"
         )
-        return run
+        kind = "summary" if name == SUMMARY else "failure record"
+        raise ValueError(f"{name} is not a ladarun {kind} (it holds {shape})")
+    return value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_config(run: Run) -> Optional[str]:
+    """What is missing from the run's config for it to be tabled (None: nothing)."""
     if not run.config:
-        run.problem = (
+        return (
             "no config (.hydra/config.yaml, summary.json or run_config.json); copy the run with its hidden "
-            f".hydra/ folder, or delete {path}"
+            f".hydra/ folder, or delete {run.path}"
         )
-        return run
     try:
         for key in ("dataset", "acquisition", "augment"):
-            run.config[key]["name"]
-        run.config["protocol"]["name"], run.config["seed"]
-    except (KeyError, TypeError) as err:
-        run.problem = f"its config has no {err} entry (not a ladarun run?); delete {path} or fix its .hydra/config.yaml"
-        return run
-    if (path / "metrics.csv").is_file():
+            str(run.config[key]["name"])
+        run.config["protocol"]["name"]
+        int(run.config["protocol"].get("iterations", 0))
+        int(run.config["seed"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        return (
+            f"its config has no usable {err} entry (not a ladarun run?); delete {run.path} or fix "
+            "its .hydra/config.yaml"
+        )
+    return None
+
+
+def _check_metrics(run: Run) -> Optional[str]:
+    """Read metrics.csv into the run; what is wrong with it or with its length (None: nothing)."""
+    if (run.path / "metrics.csv").is_file():
         try:
-            run.metrics = _read_metrics(path / "metrics.csv")
+            run.metrics = _read_metrics(run.path / "metrics.csv")
+        except Diverged as err:
+            return (
+                f"{err}: the run trained with a setting under which it diverges (e.g. protocol.lr), and "
+                "rerunning it reproduces that; fix the setting and run it again, then delete "
+                f"{run.path}"
+            )
         except ValueError as err:
             fix = "rerun the same command (the run resumes from its checkpoint or starts again)"
             if run.summary is not None:
-                fix = f"restore metrics.csv, or delete {path} and rerun the same command"
-            run.problem = f"{err}; {fix}"
-            return run
+                fix = f"restore metrics.csv, or delete {run.path} and rerun the same command"
+            return f"{err}; {fix}"
     if run.summary is not None:
         expected = int(run.protocol.get("iterations", run.summary.get("iterations", -1)))
         if run.metrics is None or run.iterations_done != expected:
@@ -327,10 +366,30 @@ def load_run(path: Path) -> Run:
                 if run.metrics is None
                 else f"metrics.csv ends at iteration {run.iterations_done}"
             )
-            run.problem = (
+            return (
                 f"finished (summary.json) but {got}, expected {expected}; restore metrics.csv, "
-                f"or delete {path} and rerun the same command"
+                f"or delete {run.path} and rerun the same command"
             )
+    return None
+
+
+def load_run(path: Path) -> Run:
+    """The run in ``path``; a run that cannot be used carries a ``problem`` naming the fix."""
+    run = Run(path=path, checkpoint=(path / "checkpoint.pt").exists())
+    try:
+        run.summary = _read_json(run, SUMMARY)
+        run.failure = _read_json(run, "failed.json")
+    except ValueError as err:
+        run.problem = f"{err}; rerun the same command to redo the run, or delete {path}"
+        return run
+    try:
+        run.config = _read_config(path, run.summary)
+    except (YAMLError, OmegaConfBaseException, ValueError, json.JSONDecodeError, TypeError) as err:
+        run.problem = (
+            f"its config is unreadable ({err}); delete {path} or restore .hydra/config.yaml"
+        )
+        return run
+    run.problem = _check_config(run) or _check_metrics(run)
     return run
 
 

@@ -14,9 +14,10 @@ from ladarun.augment.infomixup import InfoMixup
 from ladarun.errors import DamagedFileError
 from ladarun.loop import Experiment, RunOptions, run_active_learning
 from ladarun.models import cnn
-from ladarun.report.queries import balance_table, class_balance, main
+from ladarun.report.class_balance import balance_table, class_balance, main
 from ladarun.rundir.checkpoint import Checkpoint
 from ladarun.rundir.files import CHECKPOINT, QUERIES
+from runs_factory import write_run
 
 
 def run(out_dir, acquisition=None, augment=None, **kw):
@@ -183,7 +184,96 @@ def test_ladarun_queries_reports_each_row_and_reads_a_kept_checkpoint(
         assert from_ckpt[stat] == pytest.approx(from_csv[stat])
     assert main([str(runs)]) == 0
     out = capsys.readouterr().out
-    assert "| synthetic | Max Entropy | 2 | 8 ±" in out and "| synthetic | Random | 1 | 8 |" in out
+    rows = {r[2]: r for r in table_rows(out)}
+    assert rows["Max Entropy"][1:5] == ["synthetic", "Max Entropy", "2", "8 ± 0"]
+    assert rows["Random"][1:5] == ["synthetic", "Random", "1", "8"]
     (runs / "random" / CHECKPOINT).unlink()
     assert main([str(runs)]) == 0
     assert "no queries.csv (the run predates it)" in capsys.readouterr().out
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("|") and not set(line) <= set("|:- ")
+    ]
+
+
+def write_picks(run_dir, labels):
+    """A queries.csv with the initial set (iteration 0) and the picks of iterations 1.."""
+    lines = ["index,label,iteration,score,partner"]
+    lines += [f"{i},{i % 4},0,," for i in range(4)]
+    lines += [f"{100 + i},{label},{1 + i // 2},0.5," for i, label in enumerate(labels)]
+    (run_dir / QUERIES).write_text("\n".join(lines) + "\n")
+
+
+def test_protocols_are_reported_apart_and_a_seed_is_counted_once(tmp_path, capsys):
+    quick = write_run(tmp_path / "a", acquisition="ent", seed=0)
+    write_picks(quick, [0, 0, 0, 0])
+    paper = write_run(tmp_path / "a", acquisition="ent", seed=0, protocol="paper")
+    write_picks(paper, [0, 1, 2, 3])
+    copy = write_run(tmp_path / "b", acquisition="ent", seed=0)  # the same seed in another folder
+    write_picks(copy, [1, 1, 1, 1])
+    per_run, notes = balance_table([tmp_path / "a", tmp_path / "b"])
+    assert len(per_run) == 2 and sorted(per_run["balance"]) == [0.0, 1.0]
+    (note,) = notes
+    assert str(copy) in note and "counted once, from" in note and str(quick) in note
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    sections = sorted(r[0] for r in rows[1:])
+    assert sections == [
+        "Protocol paper (iterations=2), model cnn",
+        "Protocol quick (iterations=2), model cnn",
+    ]
+    assert all(r[3] == "1" for r in rows[1:])  # one seed each, never averaged across protocols
+
+
+class _RunsCode:
+    """Unpickled by a full torch.load, this writes a file: the crafted checkpoint of issue 35."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_a_crafted_checkpoint_is_never_unpickled(tmp_path, capsys):
+    import torch
+
+    run = write_run(tmp_path / "runs", acquisition="ent")
+    crafted = _RunsCode()
+    crafted.marker = str(tmp_path / "ran.txt")
+    torch.save({"labeled_at": torch.zeros(4, dtype=torch.long), "x": crafted}, run / CHECKPOINT)
+    per_run, notes = balance_table(tmp_path / "runs")
+    assert per_run.empty and not (tmp_path / "ran.txt").exists()
+    (note,) = notes
+    assert "checkpoint.pt cannot be read safely" in note and "delete it" in note
+
+
+def test_bad_report_options_are_one_line_naming_the_fix(tmp_path, capsys):
+    run = write_run(tmp_path / "runs", acquisition="ent")
+    write_picks(run, [0, 1])
+    for option, value, message in (
+        ("--csv", str(tmp_path), "is a folder; give a file name"),
+        ("--csv", str(tmp_path / "missing" / "x.csv"), "does not exist; create it"),
+        ("--data-dir", str(tmp_path / "nowhere"), "is not a folder"),
+    ):
+        assert main([str(tmp_path / "runs"), option, value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, option
+    (tmp_path / "file").write_text("x")
+    assert main([str(tmp_path / "file")]) == 2
+    assert "is a file; pass the folder" in capsys.readouterr().err
+
+
+def test_a_summary_of_the_wrong_shape_is_named_and_the_rest_reported(tmp_path, capsys):
+    good = write_run(tmp_path, acquisition="ent", seed=0)
+    write_picks(good, [0, 1])
+    bad = write_run(tmp_path, acquisition="ent", seed=1)
+    write_picks(bad, [0, 1])
+    (bad / "summary.json").write_text("[]")
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"- {bad}: summary.json is not a ladarun summary (it holds list)" in out
+    assert [r[3] for r in table_rows(out)[1:]] == ["1"]
