@@ -125,14 +125,12 @@ def test_finished_run_is_skipped_and_never_overwritten(compose_cfg, tmp_path):
     mtime = (tmp_path / "metrics.csv").stat().st_mtime_ns
     run_from_config(cfg, tmp_path)  # same config: skipped
     assert (tmp_path / "metrics.csv").stat().st_mtime_ns == mtime
-    hydra_dir = tmp_path / ".hydra"
-    hydra_dir.mkdir()
-    (hydra_dir / "config.yaml").write_text("overwritten: by hydra\n")
+    config_yaml = (tmp_path / ".hydra" / "config.yaml").read_bytes()  # the run wrote its own
     with pytest.raises(ConfigError, match="different configuration.*protocol"):
         run_from_config(compose_cfg(SMOKE + ["protocol.epochs=2"]), tmp_path)
     assert (tmp_path / "metrics.csv").read_bytes() == before
-    restored = OmegaConf.load(hydra_dir / "config.yaml")
-    assert restored.protocol.epochs == 1  # the finished run's own config is put back
+    assert (tmp_path / ".hydra" / "config.yaml").read_bytes() == config_yaml  # never rewritten
+    assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml").protocol.epochs == 1
 
 
 def test_query_larger_than_pool_is_a_clear_error(compose_cfg, tmp_path):

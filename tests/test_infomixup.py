@@ -383,17 +383,15 @@ def test_infomixup_run_resumes_exactly(tmp_path, monkeypatch):
 
 
 def _entmix_run(out):
-    return run_active_learning(
+    experiment = Experiment(
         data=toy_data(),
         model_factory=cnn,
         acquisition=MaxEntropy(),
-        augment=InfoMixup(layers=[1, 2], policy_epochs=2),
         protocol=tiny_protocol(query=4, pool_subset=20),
-        out_dir=out,
         seed=3,
-        device=CPU,
-        options=RunOptions(progress=False),
+        augment=InfoMixup(layers=[1, 2], policy_epochs=2),
     )
+    return run_active_learning(experiment, out, CPU, RunOptions(progress=False))
 
 
 def test_tau_spread_over_the_pairs_is_recorded_and_draws_nothing(tmp_path, monkeypatch):

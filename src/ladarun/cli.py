@@ -85,13 +85,14 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
         overrides = cast(list[str], OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))
         return run_from_config(cfg, out_dir, sweep_dir, overrides)
     except LadarunError as err:
-        if fresh and isinstance(err, ConfigError) and only_hydra_files(out_dir):
-            # Refused before anything of ladarun's was written: leave no folder behind that a
-            # table would list or a corrected command would have to get past.
+        # Refused before anything of ladarun's was written: leave no folder behind that a table
+        # would list or a corrected command would have to get past.
+        removable = fresh and isinstance(err, ConfigError) and only_hydra_files(out_dir)
+        if multirun and not isinstance(err, RunLockedError):  # a live run's log is its own
+            log.error("%s", err)
+        if removable:
             remove_fresh(out_dir, stop=sweep_dir if sweep_dir is not None else Path.cwd())
         if multirun:
-            if not isinstance(err, RunLockedError):  # a live run's log is that run's alone
-                log.error("%s", err)
             raise  # the sweeper lists it with the other failed jobs at the end; the rest go on
         print(f"ladarun: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -276,22 +276,23 @@ class InfoMixup(Augment):
                     epoch + 1,
                 )
                 if best_tau is None:  # not one finite epoch: the policy as it stands
-                    with torch.no_grad():
-                        best_tau = torch.cat(
-                            [
-                                policy(torch.cat([h_first[r], h_second[r]], dim=1)).squeeze(1)
-                                for r in torch.arange(n_pairs, device=h_first.device).split(
-                                    self.policy_batch_size
-                                )
-                            ]
-                        )
-                        best_tau = torch.nan_to_num(best_tau, nan=1.0)
+                    best_tau = torch.nan_to_num(self._taus_of(policy, h_first, h_second), nan=1.0)
                 break
             last_loss = epoch_loss
             if epoch_loss < best_loss:
                 best_loss, best_tau = epoch_loss, tau_epoch
         assert best_tau is not None  # policy_epochs >= 1, and the first epoch sets it either way
         return best_tau, last_loss
+
+    @torch.no_grad()
+    def _taus_of(
+        self, policy: torch.nn.Module, h_first: torch.Tensor, h_second: torch.Tensor
+    ) -> torch.Tensor:
+        """tau of every pair under ``policy`` as it stands, in batches."""
+        rows = torch.arange(h_first.shape[0], device=h_first.device).split(self.policy_batch_size)
+        return torch.cat(
+            [policy(torch.cat([h_first[r], h_second[r]], dim=1)).squeeze(1) for r in rows]
+        )
 
     # --- training ------------------------------------------------------------------------------
     def begin_iteration(self, ctx: AcquisitionContext, acquired: torch.Tensor) -> None:

@@ -221,7 +221,7 @@ class RunLogHandler(logging.FileHandler):
 
     def _open(self) -> Any:
         path = Path(self.baseFilename)
-        if path.is_symlink():
+        if path.is_symlink() or not path.parent.is_dir():  # a link, or a folder since removed
             return open(os.devnull, "a")
         return open_run_file(path, "a", newline=None)
 
