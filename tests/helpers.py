@@ -99,7 +99,16 @@ def tiny_protocol(**kw) -> Protocol:
     return Protocol(**base)
 
 
-def toy_run(tmp_path, acquisition=None, augment=None, seed=0, options=None, **kw):
+def toy_run(
+    tmp_path,
+    acquisition=None,
+    augment=None,
+    seed=0,
+    options=None,
+    optimizer=None,
+    scheduler=None,
+    **kw,
+):
     """A whole run on toy_data; ``kw`` overrides tiny_protocol's values."""
     return run_active_learning(
         Experiment(
@@ -109,6 +118,8 @@ def toy_run(tmp_path, acquisition=None, augment=None, seed=0, options=None, **kw
             protocol=tiny_protocol(**kw),
             seed=seed,
             augment=augment,
+            optimizer=optimizer,
+            scheduler=scheduler,
         ),
         tmp_path,
         CPU,
