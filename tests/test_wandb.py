@@ -13,11 +13,10 @@ import pytest
 from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2 as pb
 
-from helpers import SMOKE, Crash, read_csv, toy_run
-from ladarun.loop import RunOptions
+from helpers import SMOKE, Crash, crash_on_call, read_csv
 from ladarun.rundir.trackers import WANDB_DIR, WANDB_RUN, WandbLogger
+from test_tracking import run as tracked_run
 
-CONFIG = {"seed": 5, "protocol": {"iterations": 4, "name": "tiny"}}
 BLOCK = 32768  # LevelDB log block; each record: crc32c (4), length (2), type (1), data
 
 
@@ -72,19 +71,7 @@ def history(runs: list[list]) -> list[dict]:
 
 
 def run(out_dir, root):
-    return toy_run(
-        out_dir,
-        seed=5,
-        iterations=4,
-        epochs=2,
-        options=RunOptions(
-            progress=False,
-            run_info={"config": CONFIG},
-            loggers=[WandbLogger()],
-            log_root=root,
-            experiment="toy",
-        ),
-    )
+    return tracked_run(out_dir, root, loggers=[WandbLogger()])
 
 
 def test_every_point_once_after_a_kill_between_checkpoint_and_logging(
@@ -93,16 +80,8 @@ def test_every_point_once_after_a_kill_between_checkpoint_and_logging(
     monkeypatch.setenv("WANDB_MODE", "offline")
     root = tmp_path / "sweep"
     resumed = root / "resumed"
-    real, calls = WandbLogger.log, {"n": 0}
-
-    def log(self, row):
-        calls["n"] += 1
-        if calls["n"] == 2:  # iteration 1 is checkpointed, W&B has not logged it
-            raise Crash()
-        return real(self, row)
-
     with monkeypatch.context() as m:
-        m.setattr(WandbLogger, "log", log)
+        crash_on_call(m, WandbLogger, "log", 2)  # iteration 1 is checkpointed, not logged to W&B
         with pytest.raises(Crash):
             run(resumed, root)
     first = json.loads((resumed / WANDB_RUN).read_text())

@@ -29,14 +29,10 @@ class NpzSource:
                 torch.as_tensor(arrays[k], dtype=torch.int64) for k in ("y_train", "y_test")
             )
         mean, std = x_train.mean(), x_train.std()  # the training split's, never the test split's
-        return ActiveDataset(
-            self.name,
-            ((x_train - mean) / std).to(device),
-            y_train.to(device),
-            ((x_test - mean) / std).to(device),
-            y_test.to(device),
-            num_classes=int(y_train.max()) + 1,
-        )
+        x_train, x_test = ((x - mean) / std for x in (x_train, x_test))
+        classes = int(y_train.max()) + 1
+        tensors = (t.to(device) for t in (x_train, y_train, x_test, y_test))
+        return ActiveDataset(self.name, *tensors, num_classes=classes)
 
     @staticmethod
     def _images(x: np.ndarray) -> torch.Tensor:

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import shutil
 import time
 import uuid
 import warnings
@@ -340,11 +341,9 @@ class WandbLogger(Logger):
             ):
                 if summary.get(key) is not None:
                     self._run.summary[key] = summary[key]
-            for name in (SUMMARY, METRICS, QUERIES):
+            for name in (SUMMARY, METRICS, QUERIES):  # the run's files, uploaded with it
                 if (self._out_dir / name).exists():
-                    self._run.save(
-                        str(self._out_dir / name), base_path=str(self._out_dir), policy="now"
-                    )
+                    shutil.copy2(self._out_dir / name, Path(self._run.dir) / name)
             learning_curve(self._out_dir).savefig(Path(self._run.dir) / CURVE)
         self._run.summary["ladarun_status"] = status
         self._run.finish(exit_code=0 if status == "FINISHED" else 1)
