@@ -40,14 +40,14 @@ test-slurm: $(STAMP)  ## the Slurm launcher on a one-node cluster it starts (nee
 	$(PY) scripts/test_slurm.py
 
 lint: $(STAMP)  ## ruff (lint, complexity, format) on every Python file, mypy on src/, the import layers (part of .ci/run)
-	$(VENV)/bin/ruff check src tests benchmarks scripts conf
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts conf
+	$(VENV)/bin/ruff check src tests benchmarks scripts conf examples
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts conf examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMP)  ## apply ruff's formatter and its safe fixes
-	$(VENV)/bin/ruff format src tests benchmarks scripts conf
-	$(VENV)/bin/ruff check --fix src tests benchmarks scripts conf
+	$(VENV)/bin/ruff format src tests benchmarks scripts conf examples
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts conf examples
 
 bench: $(STAMP)  ## whole-run wall time/memory (benchmarks/results.md), then the Time column, loop overhead and per-row memory (benchmarks/bench.md)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

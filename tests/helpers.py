@@ -99,7 +99,16 @@ def tiny_protocol(**kw) -> Protocol:
     return Protocol(**base)
 
 
-def toy_run(tmp_path, acquisition=None, augment=None, seed=0, options=None, **kw):
+def toy_run(
+    tmp_path,
+    acquisition=None,
+    augment=None,
+    seed=0,
+    options=None,
+    optimizer=None,
+    scheduler=None,
+    **kw,
+):
     """A whole run on toy_data; ``kw`` overrides tiny_protocol's values."""
     return run_active_learning(
         Experiment(
@@ -109,6 +118,8 @@ def toy_run(tmp_path, acquisition=None, augment=None, seed=0, options=None, **kw
             protocol=tiny_protocol(**kw),
             seed=seed,
             augment=augment,
+            optimizer=optimizer,
+            scheduler=scheduler,
         ),
         tmp_path,
         CPU,
@@ -125,16 +136,21 @@ class Crash(Exception):
 
 def crash_at_evaluation(monkeypatch, call_number, error=Crash):
     """Make the loop's ``call_number``-th evaluation raise ``error`` (call 1 is iteration 0's)."""
-    real = loop_module.evaluate
+    crash_on_call(monkeypatch, loop_module, "evaluate", call_number, error)
+
+
+def crash_on_call(monkeypatch, owner, name, call_number, error=Crash):
+    """Make ``owner.name``'s ``call_number``-th call raise ``error`` (a kill at that point)."""
+    real = getattr(owner, name)
     calls = {"n": 0}
 
-    def evaluate(*args, **kwargs):
+    def crashing(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == call_number:
             raise error()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "evaluate", evaluate)
+    monkeypatch.setattr(owner, name, crashing)
 
 
 def stopped_toy_run(tmp_path, monkeypatch):

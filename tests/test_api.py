@@ -67,7 +67,7 @@ def test_run_honours_hydra_run_dir_and_refuses_sweeps(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="experiment=table1_quick is a sweep preset.*add -m"):
         ladarun.run(["experiment=table1_quick"])
     with pytest.raises(
-        ConfigError, match=r"Could not find 'dataset/imagenet'.*: cifar10 digits fashion"
+        ConfigError, match=r"Could not find 'dataset/imagenet'.*: cifar10 cifar100 digits fashion"
     ):
         ladarun.run(["dataset=imagenet"])
 
@@ -111,7 +111,7 @@ def test_python_m_ladarun_is_the_cli_and_version_is_ladarun_s(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "ladarun", "--help"], capture_output=True, text=True, cwd=tmp_path
     )
-    assert res.returncode == 0 and "dataset: cifar10, digits, fashion" in res.stdout
+    assert res.returncode == 0 and "dataset: cifar10, cifar100, digits" in res.stdout
 
 
 def test_a_sweep_preset_without_m_is_one_line_naming_the_fix(tmp_path):

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from helpers import (
     HAS_FASHION,
@@ -20,15 +21,19 @@ from ladarun.errors import ConfigError, DataNotFoundError
 from ladarun.rundir.metrics import BASE_COLUMNS
 from ladarun.runner import run_from_config
 
-GROUPS = ("dataset", "acquisition", "augment", "model", "protocol")
+GROUPS = ("dataset", "acquisition", "augment", "model", "protocol", "optimizer", "scheduler")
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_every_option_composes_builds_and_is_named_after_its_file(compose_cfg, group):
+def test_every_option_composes_builds_and_is_named_after_its_file(compose_cfg, group, tmp_path):
     options = group_options(group)
     assert options, f"conf/{group} is empty"
+    for split in ("train/a", "train/b", "test/a", "test/b"):  # for dataset=imagefolder
+        (tmp_path / split).mkdir(parents=True)
+        Image.new("L", (4, 4)).save(tmp_path / split / "0.png")
     for option in options:
-        cfg = compose_cfg([f"{group}={option}"])
+        root = [f"dataset.root={tmp_path}"] if option == "imagefolder" else []
+        cfg = compose_cfg([f"{group}={option}", *root])
         assert cfg[group].name == option
         if group == "model":
             model = build(cfg.model, _partial_=True)(in_channels=1, num_classes=10)
@@ -38,7 +43,12 @@ def test_every_option_composes_builds_and_is_named_after_its_file(compose_cfg, g
 
 
 def test_expected_options_exist():
-    assert set(group_options("dataset")) == {"fashion", "svhn", "cifar10", "digits", "synthetic"}
+    assert set(group_options("dataset")) == {
+        *("fashion", "mnist", "kmnist", "svhn", "cifar10", "cifar100", "imagefolder"),
+        *("digits", "synthetic"),
+    }
+    assert set(group_options("optimizer")) == {"adam", "sgd", "adamw"}
+    assert set(group_options("scheduler")) == {"none", "cosine", "step"}
     assert set(group_options("acquisition")) >= {
         "random",
         "ent",
@@ -58,7 +68,7 @@ def test_expected_options_exist():
         "infostn_fixed",
         "bgadl",
     }
-    assert set(group_options("model")) == {"resnet18", "cnn"}
+    assert set(group_options("model")) == {"resnet18", "cnn", "torchvision"}
     assert set(group_options("protocol")) == {"paper", "paper_budget", "quick", "smoke"}
 
 
@@ -112,7 +122,7 @@ def test_smoke_run_on_synthetic_writes_the_csv(compose_cfg, tmp_path):
         12,
         16,
     ]
-    assert list(table[0]) == list(BASE_COLUMNS)
+    assert list(table[0]) == [*BASE_COLUMNS, "val_acc"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["best_acc"] == pytest.approx(best)
     assert summary["run"]["config"]["acquisition"]["name"] == "var"
@@ -194,10 +204,10 @@ def test_console_script_help_lists_groups_and_options(tmp_path):
     res = ladarun("--help", cwd=tmp_path)
     assert res.returncode == 0
     for word in (
-        "dataset: cifar10, digits, fashion, svhn, synthetic",
+        "dataset: cifar10, cifar100, digits, fashion, imagefolder, kmnist, mnist, svhn, synthetic",
         "protocol: paper, paper_budget, quick, smoke",
         "acquisition:",
-        "model: cnn, resnet18",
+        "model: cnn, resnet18, torchvision",
     ):
         assert word in res.stdout
 

@@ -24,8 +24,11 @@ from ladarun.conf import CONF_DIR
 from ladarun.data import (
     ActiveDataset,
     CIFAR10Source,
+    CIFAR100Source,
     DigitsSource,
     FashionMNISTSource,
+    KMNISTSource,
+    MNISTSource,
     SVHNSource,
     SyntheticSource,
     random_crop_flip,
@@ -86,11 +89,110 @@ def write_cifar10(root: Path) -> None:
             pickle.dump(content, f, protocol=2)
 
 
-def check_common(ds: ActiveDataset, n_train: int, n_test: int, shape: tuple[int, ...]) -> None:
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: list[int]) -> None:
+    """``<prefix>-images-idx3-ubyte`` and ``<prefix>-labels-idx1-ubyte``: big-endian magic
+    (2051 images, 2049 labels), the sizes, then one byte per pixel or label."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    header = np.array([2051, n, h, w], dtype=">u4").tobytes()
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.astype(np.uint8).tobytes())
+    header = np.array([2049, n], dtype=">u4").tobytes()
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(header + bytes(labels))
+
+
+def write_mnist_family(root: Path, folder: str) -> None:
+    """5 training and 3 test images in ``<root>/<folder>/raw/``, with known pixels."""
+    train = np.zeros((5, 28, 28), dtype=np.uint8)
+    train[0, 3, 5] = 255  # image 0, row 3, column 5
+    train[2] = 51  # image 2 all 0.2
+    write_idx(root / folder / "raw", "train", train, [7, 2, 1, 0, 9])
+    write_idx(root / folder / "raw", "t10k", np.zeros((3, 28, 28), dtype=np.uint8), [4, 4, 8])
+
+
+def write_cifar100(root: Path) -> None:
+    """``cifar-100-python/{train,test,meta}``: pickles with fine and coarse labels, as the real ones."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for split, fine in (("train", [0, 99, 42, 5]), ("test", [17, 3])):
+        data = np.zeros((len(fine), 3072), dtype=np.uint8)
+        data[0, 2 * 1024 + 4 * 32 + 6] = 255  # sample 0, channel 2, row 4, column 6
+        content = {"data": data, "fine_labels": fine, "coarse_labels": [c // 5 for c in fine]}
+        with open(folder / split, "wb") as f:
+            pickle.dump(content, f, protocol=2)
+    meta = {
+        "fine_label_names": [f"f{i}" for i in range(100)],
+        "coarse_label_names": list("abcdefghijklmnopqrst"),
+    }
+    with open(folder / "meta", "wb") as f:
+        pickle.dump(meta, f, protocol=2)
+
+
+def check_common(
+    ds: ActiveDataset, n_train: int, n_test: int, shape: tuple[int, ...], classes: int = 10
+) -> None:
     assert ds.x_train.shape == (n_train, *shape) and ds.x_test.shape == (n_test, *shape)
     assert ds.x_train.dtype == ds.x_test.dtype == torch.float32
     assert ds.y_train.dtype == ds.y_test.dtype == torch.int64
-    assert ds.x_train.is_contiguous() and ds.num_classes == 10
+    assert ds.x_train.is_contiguous() and ds.num_classes == classes
+
+
+# --- MNIST, KMNIST, CIFAR-100 -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source, folder, mean, std",
+    [(MNISTSource, "MNIST", 0.1307, 0.3081), (KMNISTSource, "KMNIST", 0.1918, 0.3483)],
+)
+def test_mnist_and_kmnist_load_tiny_idx_files(tmp_path, source, folder, mean, std) -> None:
+    write_mnist_family(tmp_path, folder)
+    ds = source(download=False).load(tmp_path, CPU)  # the conf file's statistics by default
+    check_common(ds, 5, 3, (1, 28, 28))
+    assert ds.y_train.tolist() == [7, 2, 1, 0, 9] and ds.y_test.tolist() == [4, 4, 8]
+    assert ds.x_train[0, 0, 3, 5].item() == pytest.approx((1 - mean) / std, rel=1e-5)
+    assert ds.x_train[0, 0, 5, 3].item() == pytest.approx(-mean / std, rel=1e-5)  # not transposed
+    assert torch.allclose(ds.x_train[2], torch.full((1, 28, 28), (0.2 - mean) / std))
+    assert ds.train_transform is None
+    # in the other's folder they are not found
+    other = KMNISTSource if source is MNISTSource else MNISTSource
+    with pytest.raises(DataNotFoundError):
+        other(download=False).load(tmp_path, CPU)
+
+
+def test_cifar100_loads_tiny_pickles_with_fine_labels(tmp_path) -> None:
+    write_cifar100(tmp_path)
+    ds = CIFAR100Source(download=False).load(tmp_path, CPU)
+    check_common(ds, 4, 2, (3, 32, 32), classes=100)
+    assert ds.y_train.tolist() == [0, 99, 42, 5] and ds.y_test.tolist() == [17, 3]
+    mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+    assert ds.x_train[0, 2, 4, 6].item() == pytest.approx((1 - mean[2]) / std[2], rel=1e-5)
+    assert ds.x_train[0, 2, 6, 4].item() == pytest.approx(-mean[2] / std[2], rel=1e-5)
+    assert ds.train_transform is not None  # crops and flips, as CIFAR-10
+    plain = CIFAR100Source(augment=False, download=False).load(tmp_path, CPU)
+    assert plain.train_transform is None
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["digits", "synthetic", "fashion", "mnist", "kmnist", "svhn", "cifar10", "cifar100"],
+)
+def test_every_dataset_takes_augment(compose_cfg, option, caplog) -> None:
+    """experiment=table1_quick sets dataset.augment=true: every dataset builds with it (no
+    TypeError), and one whose images mirror into other classes crops only, saying so once."""
+    cfg = compose_cfg(["experiment=table1_quick", f"dataset={option}"])
+    assert cfg.dataset.augment is True
+    node = OmegaConf.to_container(cfg.dataset)
+    with caplog.at_level(logging.WARNING, logger="ladarun.data.transforms"):
+        source = instantiate(node)
+    warned = [r for r in caplog.records if "no flips" in r.getMessage()]
+    assert len(warned) == (0 if cfg.dataset.flip else 1)
+    x = torch.randn(2048, 1, 8, 8)
+    torch.manual_seed(0)
+    out = source.transform(x)[:, :, 2:-2, 2:-2]
+    inner = x[:, :, 2:-2, 2:-2]
+    mirrored = [torch.equal(out[i], inner[i].flip(-1)) for i in range(2048)]
+    kept = [torch.equal(out[i], inner[i]) for i in range(2048)]
+    assert sum(kept) > 0  # some crops are unshifted: padding >= 1, so shifts are 0 too
+    assert (sum(mirrored) > 0) == bool(cfg.dataset.flip)
 
 
 # --- SVHN and CIFAR-10 --------------------------------------------------------------------------
@@ -127,8 +229,10 @@ def test_cifar10_loads_tiny_batches(tmp_path: Path) -> None:
         ds.x_train[1, 0], torch.full((32, 32), (1 - CIFAR_MEAN[0]) / CIFAR_STD[0])
     )
     assert torch.allclose(ds.x_train[2, 2], torch.full((32, 32), black[2]))  # batch 2 is all black
-    assert ds.train_transform is random_crop_flip
-    assert ds.train_transform(ds.x_train).shape == ds.x_train.shape
+    torch.manual_seed(3)
+    shifted = ds.train_transform(ds.x_train)
+    torch.manual_seed(3)
+    assert torch.equal(shifted, random_crop_flip(ds.x_train, padding=4))  # CIFAR's crop and flip
     plain = CIFAR10Source(name="cifar10", augment=False, download=False).load(tmp_path, CPU)
     assert plain.train_transform is None
 
@@ -177,6 +281,9 @@ MISSING = [
         "cifar-10-batches-py",
         [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"],
     ),
+    (MNISTSource, "MNIST/raw", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    (KMNISTSource, "KMNIST/raw", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    (CIFAR100Source, "cifar-100-python", ["train", "test", "meta"]),
 ]
 
 
@@ -201,6 +308,9 @@ def test_missing_data_names_absolute_folder_and_files(
         (FashionMNISTSource, torchvision.datasets.FashionMNIST),
         (SVHNSource, torchvision.datasets.SVHN),
         (CIFAR10Source, torchvision.datasets.CIFAR10),
+        (MNISTSource, torchvision.datasets.MNIST),
+        (KMNISTSource, torchvision.datasets.KMNIST),
+        (CIFAR100Source, torchvision.datasets.CIFAR100),
     ],
 )
 def test_failed_download_is_bounded_and_reported(
@@ -352,7 +462,9 @@ def test_crop_flip_is_a_shifted_window_of_the_zero_padded_input() -> None:
 # --- configs -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("option", ["fashion", "svhn", "cifar10", "digits", "synthetic"])
+@pytest.mark.parametrize(
+    "option", ["fashion", "mnist", "kmnist", "svhn", "cifar10", "cifar100", "digits", "synthetic"]
+)
 def test_dataset_configs_instantiate(option: str) -> None:
     path = CONF_DIR / "dataset" / f"{option}.yaml"
     assert path.read_text().startswith("# ")

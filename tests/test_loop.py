@@ -15,7 +15,9 @@ from ladarun.rundir.metrics import BASE_COLUMNS
 def test_run_writes_one_row_per_iteration_and_a_summary(tmp_path):
     summary = toy_run(tmp_path)
     rows = read_csv(tmp_path / "metrics.csv")
-    assert list(rows[0].keys()) == list(BASE_COLUMNS)
+    # the base columns, then val_acc: empty without a validation set (protocol.val_size=0)
+    assert list(rows[0].keys()) == [*BASE_COLUMNS, "val_acc"]
+    assert {r["val_acc"] for r in rows} == {""}
     assert [int(r["iteration"]) for r in rows] == [0, 1, 2, 3]
     assert [int(r["n_labeled"]) for r in rows] == [6, 11, 16, 21]
     best = [float(r["best_acc"]) for r in rows]

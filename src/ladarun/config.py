@@ -82,6 +82,8 @@ class Parts:
     source: Any  # the dataset source; its files are read once the run holds its directory
     device: Any  # torch.device
     loggers: list[Any]  # the logger group's trackers (rundir/trackers.py); csv needs none
+    optimizer: Any = None  # the optimizer group's partial (None: a config from before it, Adam)
+    scheduler: Any = None  # the scheduler group's partial (None: a constant learning rate)
 
 
 def check_settings(cfg: DictConfig) -> Parts:
@@ -106,13 +108,41 @@ def check_settings(cfg: DictConfig) -> Parts:
     augment = build(cfg.augment)
     augment.check_compatible(acquisition, cfg.acquisition.name)
     augment.check_protocol(protocol)
+    optimizer, scheduler = _training_options(cfg)
     return Parts(
         protocol=protocol,
         acquisition=acquisition,
         augment=augment,
-        model_factory=build(cfg.model, _partial_=True),
+        model_factory=_model_factory(cfg.model),
         source=build(cfg.dataset, name=cfg.dataset.name),
         device=device,
         # a missing optional package (tensorboard, mlflow) stops the run here, naming its extra
         loggers=[build(n) for n in (cfg.get("logger") or {}).values() if "_target_" in n],
+        optimizer=optimizer,
+        scheduler=scheduler,
     )
+
+
+def _model_factory(node: DictConfig) -> Any:
+    """The model group's partial; a factory with a ``check`` (model=torchvision's) checks its
+    keys now (an unknown arch, weights that cannot be had), before anything is written."""
+    factory = build(node, _partial_=True)
+    check = getattr(factory.func, "check", None)
+    if callable(check):
+        check(**factory.keywords)
+    return factory
+
+
+def _training_options(cfg: DictConfig) -> tuple[Any, Any]:
+    """The optimizer and scheduler groups' partials, each key checked against its class."""
+    from .training import check_factory
+
+    built = []
+    for group, first in (("optimizer", "params"), ("scheduler", "optimizer")):
+        node = cfg.get(group)
+        factory = build(node) if node is not None and "_target_" in node else None
+        if factory is not None:
+            refused = {"lr": "set the learning rate with protocol.lr"} if first == "params" else {}
+            check_factory(factory, f"{group}={node.name}", first, refused)
+        built.append(factory)
+    return built[0], built[1]

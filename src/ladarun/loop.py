@@ -7,6 +7,7 @@ where it runs (device, seeds, speed switches) is runtime.py's.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +26,32 @@ from .rundir.run import Picks, RunDir, RunOptions
 from .rundir.state import RunState
 from .rundir.summary import RunSummary
 from .runtime import Stopwatch, cpu_name, keep_large_buffers, seed_everything
-from .training import evaluate, make_optimizer, train_epoch
+from .training import (
+    OptimizerFactory,
+    SchedulerFactory,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    train_epoch,
+)
 
 __all__ = ["Experiment", "RunOptions", "RunSummary", "run_active_learning"]
 
 ModelFactory = Callable[..., StagedClassifier]  # (in_channels=, num_classes=, image_size=) -> model
 
+# labeled_at's values besides a labeling iteration (>= 0)
+POOL = -1  # unlabeled: the candidates of every acquisition
+VALIDATION = -2  # labeled for validation (protocol.val_size): never trained on, never acquired
+# The validation draw's generator is seeded apart from the run's (seed + this), so that holding
+# out a validation set leaves the initial labeled set as it is without one.
+VALIDATION_SEED_OFFSET = 7919
+
 
 @dataclass
 class Experiment:
     """What a run measures: the data, the classifier, the acquisition and augmentation, the
-    protocol's budgets and schedule, and the seed."""
+    protocol's budgets and schedule, the seed, and the classifier's optimizer and learning-rate
+    schedule (None: Adam at ``protocol.lr``, a constant rate, as the paper)."""
 
     data: ActiveDataset
     model_factory: ModelFactory
@@ -43,6 +59,8 @@ class Experiment:
     protocol: Protocol
     seed: int
     augment: Augment = field(default_factory=NoAugment)
+    optimizer: Optional[OptimizerFactory] = None
+    scheduler: Optional[SchedulerFactory] = None
 
     def __post_init__(self) -> None:
         if self.augment is None:  # the plain Algorithm 1: the acquisition chooses alone
@@ -108,8 +126,10 @@ class Learner:
         fingerprint = data.fingerprint()  # before the speed switches change the layout
         data.x_train = self.speed.prepare_images(data.x_train)
         data.x_test = self.speed.prepare_images(data.x_test)
+        labeled_at = initial_labeled_at(data, protocol, self.gen)
+        hold_out_validation(labeled_at, protocol.val_size, experiment.seed)
         self.state = RunState(
-            labeled_at=initial_labeled_at(data, protocol, self.gen),
+            labeled_at=labeled_at,
             data_fingerprint=fingerprint,
             threads=torch.get_num_threads(),
             cpu=cpu_name(),
@@ -118,16 +138,16 @@ class Learner:
             in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size
         )
         self.model = self.speed.prepare_model(model.to(device))
-        self.optimizer = make_optimizer(self.model, protocol)
+        self.optimizer = make_optimizer(self.model, protocol, experiment.optimizer)
         if protocol.reinit:
             self.state.initial_state = {k: v.clone() for k, v in self.model.state_dict().items()}
 
     @property
     def metric_names(self) -> list[str]:
-        """The acquisition's and augmentation's own metrics.csv columns."""
-        return list(self.experiment.acquisition.metric_names) + list(
-            self.experiment.augment.metric_names
-        )
+        """metrics.csv's columns after the base ones: the acquisition's and augmentation's own,
+        then the validation accuracy (last, so that no earlier column moves; empty without one)."""
+        exp = self.experiment
+        return [*exp.acquisition.metric_names, *exp.augment.metric_names, "val_acc"]
 
     def parts(self) -> dict[str, Any]:
         """What saves its own state into the checkpoint."""
@@ -163,13 +183,28 @@ class Learner:
         picks = Picks(chosen, scores, partners, exp.acquisition.extra_metrics())
         if self.state.initial_state is not None:  # protocol.reinit: train from the initial weights
             self.model.load_state_dict(self.state.initial_state)
-            self.optimizer = make_optimizer(self.model, exp.protocol)
+            self.optimizer = make_optimizer(self.model, exp.protocol, exp.optimizer)
         return picks
 
-    def train(self, iteration: int) -> dict[str, float]:
-        """Train on the labeled set; the loss, and what the augmentation reports on its training."""
+    def train(self, iteration: int) -> dict[str, Optional[float]]:
+        """Train on the labeled set; the loss, the validation accuracy of the weights kept, and
+        what the augmentation reports on its training.
+
+        The learning-rate schedule spans this iteration's epochs (training.make_scheduler). With
+        ``protocol.early_stopping``, the classifier and its optimizer go back to their state after
+        the best validation epoch (ties: the later epoch); the augmentation's networks do not.
+        """
         exp = self.experiment
         epochs = exp.protocol.epochs if iteration > 0 else exp.protocol.initial_epochs
+        schedule = make_scheduler(self.optimizer, exp.scheduler, epochs)
+        best = BestEpoch(self.model, self.optimizer) if exp.protocol.early_stopping else None
+
+        def after_epoch() -> None:
+            if schedule is not None:
+                schedule.step()
+            if best is not None:
+                best.offer(self.validate())
+
         with self.speed.autocast_on(self.device):
             loss = train_iteration(
                 self.model,
@@ -179,10 +214,21 @@ class Learner:
                 exp.augment,
                 exp.protocol,
                 epochs,
+                after_epoch,
             )
-        check_converging(loss, iteration, self.data.num_classes, exp.protocol.lr)
+            check_converging(loss, iteration, self.data.num_classes, exp.protocol.lr)
+            val_acc = best.restore() if best is not None else self.validate()
         # after training: an augmentation may report on its training (AdaMixup)
-        return {"train_loss": loss, **(exp.augment.metrics() if iteration > 0 else {})}
+        extra = exp.augment.metrics() if iteration > 0 else {}
+        return {"train_loss": loss, "val_acc": val_acc, **extra}
+
+    def validate(self) -> Optional[float]:
+        """Accuracy on the validation set (None without one)."""
+        held_out = torch.nonzero(self.state.labeled_at == VALIDATION).flatten()
+        if held_out.numel() == 0:
+            return None
+        x, y = self.data.x_train[held_out], self.data.y_train[held_out]
+        return evaluate(self.model, x, y, self.experiment.protocol.eval_batch_size)
 
     def evaluate(self) -> None:
         """Test accuracy of the classifier on the whole test set."""
@@ -226,6 +272,41 @@ def initial_labeled(
     return torch.cat(picks).to(y.device)
 
 
+class BestEpoch:
+    """Early stopping's memory: the classifier's and optimizer's state after the best
+    validation epoch so far."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        self.model, self.optimizer = model, optimizer
+        self.acc = float("-inf")
+        self.saved: Optional[tuple[dict[str, Any], dict[str, Any]]] = None
+
+    def offer(self, acc: Optional[float]) -> None:
+        if acc is not None and acc >= self.acc:  # ties: the later epoch, trained longer
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.acc, self.saved = acc, (weights, copy.deepcopy(self.optimizer.state_dict()))
+
+    def restore(self) -> Optional[float]:
+        """Go back to the best epoch; its validation accuracy (None: no epoch was offered)."""
+        if self.saved is None:
+            return None
+        self.model.load_state_dict(self.saved[0])
+        self.optimizer.load_state_dict(self.saved[1])
+        return self.acc
+
+
+def hold_out_validation(labeled_at: torch.Tensor, size: int, seed: int) -> None:
+    """Mark ``size`` random pool points as the validation set (in place), drawn from a generator
+    of their own: the initial labeled set and the budget are the same as without them."""
+    if size == 0:
+        return
+    pool = torch.nonzero(labeled_at == POOL).flatten()
+    gen = torch.Generator().manual_seed(seed + VALIDATION_SEED_OFFSET)
+    labeled_at[pool[torch.randperm(pool.numel(), generator=gen)[:size].to(pool.device)]] = (
+        VALIDATION
+    )
+
+
 def check_budget(protocol: Protocol, n_train: int, n_initial: int) -> None:
     pool = n_train - n_initial
     if protocol.query > pool:
@@ -238,12 +319,18 @@ def check_budget(protocol: Protocol, n_train: int, n_initial: int) -> None:
             f"{protocol.iterations} iterations x query {protocol.query} = {needed} points, but the pool holds "
             f"only {pool}; set protocol.iterations <= {pool // protocol.query}"
         )
+    if protocol.val_size > pool - needed:
+        raise ConfigError(
+            f"protocol.val_size={protocol.val_size} does not fit: of the {n_train} training points, "
+            f"{n_initial} start labeled and {needed} are acquired, leaving {pool - needed} for "
+            f"validation; set protocol.val_size <= {pool - needed}"
+        )
 
 
 def initial_labeled_at(
     data: ActiveDataset, protocol: Protocol, gen: torch.Generator
 ) -> torch.Tensor:
-    """The labeled-at array of the initial set: 0 for its points, -1 for the pool."""
+    """The labeled-at array of the initial set: 0 for its points, POOL (-1) for the others."""
     labeled = initial_labeled(data.y_train, data.num_classes, protocol.initial_per_class, gen)
     check_budget(protocol, data.y_train.numel(), labeled.numel())
     labeled_at = torch.full(
@@ -268,7 +355,7 @@ def acquire_step(
     (in place) and tell the augmentation. Returns the chosen dataset indices."""
     # queries.csv's details are set by this choice alone, never left over from the last one
     acquisition.query_scores = augment.query_scores = augment.query_partners = None
-    pool = torch.nonzero(labeled_at < 0).flatten()
+    pool = torch.nonzero(labeled_at == POOL).flatten()
     n_cand = (
         pool.numel() if protocol.pool_subset is None else min(protocol.pool_subset, pool.numel())
     )
@@ -307,9 +394,11 @@ def train_iteration(
     augment: Augment,
     protocol: Protocol,
     epochs: int,
+    after_epoch: Optional[Callable[[], None]] = None,
 ) -> float:
     """``epochs`` passes over the labeled set (plus the augmentation's extra data), each
-    followed by the augmentation's extra step; returns the mean loss per instance."""
+    followed by the augmentation's extra step and ``after_epoch`` (the learning-rate schedule,
+    early stopping's validation); returns the mean loss per instance."""
     idx = torch.nonzero(labeled_at >= 0).flatten()
     x, y = data.x_train, data.y_train
     extra_data = augment.extra_training_data()
@@ -325,4 +414,6 @@ def train_iteration(
         if extra is not None:
             total += extra[0]
             seen += extra[1]
+        if after_epoch is not None:
+            after_epoch()
     return total.item() / max(seen, 1)

@@ -25,10 +25,12 @@ class Protocol:
     initial_epochs: int  # epochs on the initial labeled set
     epochs: int  # epochs after every acquisition
     batch_size: int
-    lr: float  # Adam
-    reinit: bool  # False: model and Adam state persist across iterations (warm start)
+    lr: float  # the optimizer's (the optimizer group; the paper's Adam)
+    reinit: bool  # False: model and optimizer state persist across iterations (warm start)
     eval_batch_size: int
     score_batch_size: int
+    val_size: int = 0  # labeled validation points, drawn apart from the budget (0: none)
+    early_stopping: bool = False  # keep each iteration's best validation epoch
 
     def __post_init__(self) -> None:
         positive = {
@@ -67,6 +69,21 @@ class Protocol:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(
                 f"protocol.lr must be a finite number > 0, got {self.lr}; set e.g. protocol.lr=0.001"
+            )
+        self._check_validation()
+
+    def _check_validation(self) -> None:
+        if not _is_int(self.val_size) or self.val_size < 0:
+            raise ConfigError(
+                f"protocol.val_size must be an integer >= 0, got {self.val_size!r}; 0 holds out none"
+            )
+        if not isinstance(self.early_stopping, bool):
+            raise ConfigError(
+                f"protocol.early_stopping must be true or false, got {self.early_stopping!r}"
+            )
+        if self.early_stopping and self.val_size == 0:
+            raise ConfigError(
+                "protocol.early_stopping=true needs a validation set: set protocol.val_size=N (N > 0)"
             )
 
 

@@ -154,6 +154,8 @@ def _experiment(
         protocol=parts.protocol,
         seed=cfg.seed,
         augment=parts.augment,
+        optimizer=parts.optimizer,
+        scheduler=parts.scheduler,
     )
     return experiment, options
 

@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from ladarun.data.base import ActiveDataset
+from ladarun.data.transforms import crop_flip
 from ladarun.errors import ConfigError
 
 
@@ -18,8 +19,16 @@ class DigitsSource:
     """1,797 grey 1x8x8 digits, 10 classes, with a fixed stratified train/test split."""
 
     def __init__(
-        self, name: str = "digits", test_fraction: float = 0.25, split_seed: int = 0
+        self,
+        name: str = "digits",
+        test_fraction: float = 0.25,
+        split_seed: int = 0,
+        augment: bool = False,
+        crop_padding: int = 1,
+        flip: bool = False,
     ) -> None:
+        """``augment``: random crops of ``crop_padding`` pixels while training (no flips: a
+        mirrored digit is another digit, or none)."""
         if not 0.0 < float(test_fraction) < 1.0:
             raise ConfigError(
                 f"dataset {name}: test_fraction must be in (0, 1), got {test_fraction}"
@@ -27,6 +36,7 @@ class DigitsSource:
         self.name = name
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
+        self.transform = crop_flip(name, augment, crop_padding, flip)
 
     def load(self, data_dir: Union[str, os.PathLike, None], device: torch.device) -> ActiveDataset:
         """Split, normalise with the training split's statistics, and move to ``device``.
@@ -58,4 +68,5 @@ class DigitsSource:
             images_on(x_test),
             labels_on(y_test),
             10,
+            self.transform,
         )

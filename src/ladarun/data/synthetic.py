@@ -8,6 +8,7 @@ from typing import Union
 import torch
 
 from ladarun.data.base import ActiveDataset
+from ladarun.data.transforms import crop_flip
 from ladarun.errors import ConfigError
 
 # Per-pixel noise relative to the unit-variance prototypes: noisy enough that single pixels
@@ -31,7 +32,11 @@ class SyntheticSource:
         channels: int = 1,
         image_size: int = 8,
         seed: int = 1234,
+        augment: bool = False,
+        crop_padding: int = 1,
+        flip: bool = False,
     ) -> None:
+        """``augment``: random crops of ``crop_padding`` pixels (and flips, with ``flip``)."""
         if num_classes < 2 or min(n_train, n_test) < num_classes or min(channels, image_size) < 1:
             raise ConfigError(
                 f"dataset {name}: need num_classes >= 2, n_train and n_test >= num_classes, "
@@ -46,6 +51,7 @@ class SyntheticSource:
             int(image_size),
         )
         self.seed = int(seed)
+        self.transform = crop_flip(name, augment, crop_padding, flip)
 
     def load(self, data_dir: Union[str, os.PathLike, None], device: torch.device) -> ActiveDataset:
         """Generate both splits and move them to ``device``; ``data_dir`` is ignored."""
@@ -67,4 +73,5 @@ class SyntheticSource:
             ((x_test - mean) / std).to(device),
             y_test.to(device),
             self.num_classes,
+            self.transform,
         )

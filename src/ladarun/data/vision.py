@@ -1,4 +1,5 @@
-"""Fashion-MNIST, SVHN and CIFAR-10 read through torchvision's own dataset classes.
+"""MNIST, KMNIST, Fashion-MNIST, SVHN, CIFAR-10 and CIFAR-100 read through torchvision's own
+dataset classes.
 
 Whole splits are turned into normalised device tensors straight from the datasets'
 ``.data`` arrays; nothing goes through ``__getitem__``.
@@ -6,14 +7,13 @@ Whole splits are turned into normalised device tensors straight from the dataset
 
 from __future__ import annotations
 
-import functools
 import http.client
 import logging
 import os
 import pickle
 import socket
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torchvision.datasets import VisionDataset
 from torchvision.datasets.utils import check_integrity
 
 from ladarun.data.base import ActiveDataset, BatchTransform
-from ladarun.data.transforms import random_crop_flip
+from ladarun.data.transforms import crop_flip
 from ladarun.errors import ConfigError, DamagedFileError, DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,14 @@ class _SVHN(torchvision.datasets.SVHN):
             super().download()
 
 
-class _CIFAR10(torchvision.datasets.CIFAR10):
+class _PresentCIFAR:
     # Same as _SVHN: presence is required, the md5 check is the source's (a warning).
+    base_folder: str
+    train_list: list[list[str]]
+    test_list: list[list[str]]
+    meta: dict[str, str]
+    root: str
+
     def _check_integrity(self) -> bool:
         names = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
         return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f in names)
@@ -54,24 +60,49 @@ class _CIFAR10(torchvision.datasets.CIFAR10):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
+class _CIFAR10(_PresentCIFAR, torchvision.datasets.CIFAR10):
+    pass
+
+
+class _CIFAR100(_PresentCIFAR, torchvision.datasets.CIFAR100):
+    pass
+
+
 class _TorchvisionSource:
-    """Shared loading, download and error handling; subclasses say where the files are."""
+    """Shared loading, download and error handling; subclasses say where the files are.
+
+    A subclass's ``defaults`` are its conf/dataset file's values, for calls from Python that
+    leave them out: ``name``, ``mean``, ``std``, and the training augmentation: ``augment``
+    (random crops of ``crop_padding`` pixels, and horizontal flips unless ``flip`` is false).
+    """
 
     title = ""
     channels = 1
     num_classes = 10
+    defaults: dict[str, Any] = {}
 
     def __init__(
         self,
-        name: str,
-        mean: Floats,
-        std: Floats,
+        name: Optional[str] = None,
+        mean: Optional[Floats] = None,
+        std: Optional[Floats] = None,
+        augment: Optional[bool] = None,
+        crop_padding: Optional[int] = None,
+        flip: Optional[bool] = None,
         download: bool = True,
         download_timeout: float = 20.0,
     ) -> None:
-        self.name = name
-        self.mean = self._per_channel("mean", mean)
-        self.std = self._per_channel("std", std)
+        given = dict(name=name, mean=mean, std=std, augment=augment, crop_padding=crop_padding)
+        given["flip"] = flip
+        settings: dict[str, Any] = {
+            k: self.defaults[k] if v is None else v for k, v in given.items()
+        }
+        self.name = str(settings["name"])
+        self.mean = self._per_channel("mean", settings["mean"])
+        self.std = self._per_channel("std", settings["std"])
+        self.augment = bool(settings["augment"])
+        self.crop_padding, self.flip = settings["crop_padding"], bool(settings["flip"])
+        self.transform = crop_flip(self.name, self.augment, self.crop_padding, self.flip)
         self.download = bool(download)
         self.download_timeout = float(download_timeout)
 
@@ -105,7 +136,7 @@ class _TorchvisionSource:
         raise NotImplementedError
 
     def _train_transform(self) -> Optional[BatchTransform]:
-        return None
+        return self.transform
 
     # --- loading ------------------------------------------------------------------------
     def load(self, data_dir: Union[str, os.PathLike], device: torch.device) -> ActiveDataset:
@@ -233,44 +264,17 @@ class _TorchvisionSource:
             )
 
 
-class FashionMNISTSource(_TorchvisionSource):
-    """Fashion-MNIST, 1x28x28, 60k/10k; files in ``<data_dir>/FashionMNIST/raw/``.
+class _IdxSource(_TorchvisionSource):
+    """The MNIST family: four idx files in ``<data_dir>/<torchvision class name>/raw/``."""
 
-    ``augment``: a per-sample random crop (``crop_padding`` pixels) and horizontal flip while
-    training. Off by default, as in the paper; the CPU Table 1 preset turns it on
-    (docs/methods.md §1).
-    """
-
-    title = "Fashion-MNIST"
-    channels = 1
-
-    def __init__(
-        self,
-        name: str = "fashion",
-        mean: Floats = 0.1307,
-        std: Floats = 0.3081,
-        augment: bool = False,
-        crop_padding: int = 2,
-        download: bool = True,
-        download_timeout: float = 20.0,
-    ) -> None:
-        super().__init__(name, mean, std, download, download_timeout)
-        if int(crop_padding) != crop_padding or crop_padding < 0:
-            raise ConfigError(f"dataset.crop_padding must be an integer >= 0, got {crop_padding!r}")
-        self.augment, self.crop_padding = bool(augment), int(crop_padding)
-
-    def _train_transform(self) -> Optional[BatchTransform]:
-        return (
-            functools.partial(random_crop_flip, padding=self.crop_padding) if self.augment else None
-        )
+    dataset_class: type[torchvision.datasets.MNIST] = torchvision.datasets.MNIST
 
     def _folder(self, root: Path) -> Path:
-        return root / "FashionMNIST" / "raw"
+        return root / self.dataset_class.__name__ / "raw"
 
     def _expected_files(self) -> dict[str, Optional[str]]:
         # torchvision only knows the md5s of the .gz archives, not of the idx files it reads.
-        resources = torchvision.datasets.FashionMNIST.resources
-        return {os.path.splitext(gz)[0]: None for gz, _ in resources}
+        return {os.path.splitext(gz)[0]: None for gz, _ in self.dataset_class.resources}
 
     def _split_files(self, train: bool) -> list[str]:
         prefix = "train" if train else "t10k"
@@ -304,10 +308,48 @@ class FashionMNISTSource(_TorchvisionSource):
                 )
 
     def _open(self, root: Path, train: bool, download: bool) -> VisionDataset:
-        return torchvision.datasets.FashionMNIST(root=str(root), train=train, download=download)
+        return self.dataset_class(root=str(root), train=train, download=download)
 
     def _arrays(self, ds: VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
         return ds.data.unsqueeze(1), ds.targets.to(torch.int64)
+
+
+class FashionMNISTSource(_IdxSource):
+    """Fashion-MNIST, 1x28x28, 60k/10k; files in ``<data_dir>/FashionMNIST/raw/``.
+
+    ``augment``: a per-sample random crop (``crop_padding`` pixels) and horizontal flip while
+    training. Off by default, as in the paper; the CPU Table 1 preset turns it on
+    (docs/methods.md §1).
+    """
+
+    title = "Fashion-MNIST"
+    dataset_class = torchvision.datasets.FashionMNIST
+    # the official code's (MNIST) statistics, kept for fidelity
+    defaults = dict(
+        name="fashion", mean=0.1307, std=0.3081, augment=False, crop_padding=2, flip=True
+    )
+
+
+class MNISTSource(_IdxSource):
+    """MNIST handwritten digits, 1x28x28, 60k/10k; files in ``<data_dir>/MNIST/raw/``.
+    No flips with ``augment`` (a mirrored digit is another digit, or none)."""
+
+    title = "MNIST"
+    dataset_class = torchvision.datasets.MNIST
+    defaults = dict(
+        name="mnist", mean=0.1307, std=0.3081, augment=False, crop_padding=2, flip=False
+    )
+
+
+class KMNISTSource(_IdxSource):
+    """Kuzushiji-MNIST, 10 classes of cursive Japanese characters, 1x28x28, 60k/10k; files in
+    ``<data_dir>/KMNIST/raw/``. No flips with ``augment``, as for digits."""
+
+    title = "KMNIST"
+    dataset_class = torchvision.datasets.KMNIST
+    defaults = dict(
+        name="kmnist", mean=0.1918, std=0.3483, augment=False, crop_padding=2, flip=False
+    )
 
 
 class SVHNSource(_TorchvisionSource):
@@ -315,16 +357,9 @@ class SVHNSource(_TorchvisionSource):
 
     title = "SVHN"
     channels = 3
-
-    def __init__(
-        self,
-        name: str = "svhn",
-        mean: Floats = (0.5, 0.5, 0.5),
-        std: Floats = (0.5, 0.5, 0.5),
-        download: bool = True,
-        download_timeout: float = 20.0,
-    ) -> None:
-        super().__init__(name, mean, std, download, download_timeout)
+    # no flips with augment: house numbers are digits
+    defaults = dict(name="svhn", mean=(0.5,) * 3, std=(0.5,) * 3, augment=False, crop_padding=2)
+    defaults["flip"] = False
 
     def _folder(self, root: Path) -> Path:
         return root
@@ -349,37 +384,37 @@ class CIFAR10Source(_TorchvisionSource):
 
     title = "CIFAR-10"
     channels = 3
-
-    def __init__(
-        self,
-        name: str = "cifar10",
-        mean: Floats = (0.4914, 0.4822, 0.4465),
-        std: Floats = (0.2023, 0.1994, 0.2010),
-        augment: bool = True,
-        download: bool = True,
-        download_timeout: float = 20.0,
-    ) -> None:
-        super().__init__(name, mean, std, download, download_timeout)
-        self.augment = bool(augment)
+    dataset_class: type[_PresentCIFAR] = _CIFAR10
+    defaults = dict(name="cifar10", mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
+    defaults.update(augment=True, crop_padding=4, flip=True)
 
     def _folder(self, root: Path) -> Path:
-        return root / _CIFAR10.base_folder
+        return root / self.dataset_class.base_folder
 
     def _expected_files(self) -> dict[str, Optional[str]]:
-        files = dict(_CIFAR10.train_list + _CIFAR10.test_list)
-        files[_CIFAR10.meta["filename"]] = _CIFAR10.meta["md5"]
+        cls = self.dataset_class
+        files: dict[str, Optional[str]] = {f: md5 for f, md5 in cls.train_list + cls.test_list}
+        files[cls.meta["filename"]] = cls.meta["md5"]
         return files
 
     def _split_files(self, train: bool) -> list[str]:
-        split = _CIFAR10.train_list if train else _CIFAR10.test_list
-        return [f for f, _ in split] + [_CIFAR10.meta["filename"]]
+        cls = self.dataset_class
+        return [f for f, _ in (cls.train_list if train else cls.test_list)] + [cls.meta["filename"]]
 
     def _open(self, root: Path, train: bool, download: bool) -> VisionDataset:
-        return _CIFAR10(root=str(root), train=train, download=download)
+        opened = self.dataset_class(root=str(root), train=train, download=download)  # type: ignore[call-arg]
+        return cast(VisionDataset, opened)
 
     def _arrays(self, ds: VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # torchvision keeps CIFAR as NHWC
         return images, torch.as_tensor(ds.targets, dtype=torch.int64)
 
-    def _train_transform(self) -> Optional[BatchTransform]:
-        return random_crop_flip if self.augment else None
+
+class CIFAR100Source(CIFAR10Source):
+    """CIFAR-100, 3x32x32, 50k/10k, 100 classes (the fine labels); ``<data_dir>/cifar-100-python/``."""
+
+    title = "CIFAR-100"
+    num_classes = 100
+    dataset_class = _CIFAR100
+    defaults = dict(name="cifar100", mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
+    defaults.update(augment=True, crop_padding=4, flip=True)

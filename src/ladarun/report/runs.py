@@ -32,7 +32,7 @@ MARKERS = ("metrics.csv", SUMMARY, "failed.json", "run_config.json")
 # plus the seed and the resolved device, which summary.json records), left out when comparing
 # two runs' settings.
 NOT_SETTING = {*OPERATIONAL_KEYS, *INDIRECT_KEYS, "seed", "device", "hydra"}
-_GROUPS = ("dataset", "model", "acquisition", "augment")
+_GROUPS = ("dataset", "model", "acquisition", "augment", "optimizer", "scheduler")
 
 
 @dataclass

@@ -169,7 +169,7 @@ class Recorder:
         self,
         iteration: int,
         picks: Optional[Picks],
-        trained: Mapping[str, float],
+        trained: Mapping[str, Optional[float]],
         laps: Mapping[str, float],
         iter_s: float,
     ) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from ..runtime import code_version, cpu_name, device_name, library_versions
 from .files import SUMMARY, write_json_atomic
-from .metrics import learning_curve_area
+from .metrics import learning_curve_area, read_rows
 from .state import RunState
 
 
@@ -41,6 +41,7 @@ def write_summary(
             "final_acc": summary.final_acc,
             # mean test accuracy over iterations 0..N (metrics.csv)
             "area": learning_curve_area(summary.metrics_path),
+            "best_val_test_acc": best_val_test_acc(summary.metrics_path),
             "n_labeled": summary.n_labeled,
             "iterations": summary.iterations,
             "total_s": round(summary.total_s, 3),
@@ -55,3 +56,15 @@ def write_summary(
             "run": run_info,
         },
     )
+
+
+def best_val_test_acc(metrics_path: Path) -> Optional[float]:
+    """The test accuracy at the iteration of best validation accuracy (ties: the later, with
+    more labels): model selection by validation instead of by test accuracy (Best). None
+    without a validation set (protocol.val_size=0)."""
+    scored = [
+        (float(r["val_acc"]), i, float(r["test_acc"]))
+        for i, r in enumerate(read_rows(metrics_path))
+        if r.get("val_acc") not in (None, "")
+    ]
+    return max(scored)[2] if scored else None

@@ -1,11 +1,13 @@
-"""Experiment trackers beside metrics.csv: the ``logger`` config group's TensorBoard and MLflow.
+"""Experiment trackers beside metrics.csv: the ``logger`` config group's TensorBoard, MLflow and
+Weights & Biases.
 
 A logger receives every metrics.csv row as its iteration ends, with the number of labels as the
 step (``log``), and the run's end (``finish``). No point is ever logged twice, however often a
 run is killed and resumed: the loop logs a row only after the checkpoint that covers it is
 saved, and hands ``start`` the rows the checkpoint covers, which the logger makes sure it holds
 (TensorBoard: hides every earlier event with ``purge_step`` and writes them again; MLflow:
-reuses the MLflow run recorded in the run folder and adds the points it lacks).
+reuses the MLflow run recorded in the run folder and adds the points it lacks; W&B: the same,
+with the points it logged recorded in the run folder, since an offline run cannot be asked).
 
 ``csv`` (metrics.csv, queries.csv) is no logger here: every run writes those files.
 """
@@ -16,7 +18,9 @@ import contextlib
 import fcntl
 import json
 import logging
+import shutil
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,8 @@ MLFLOW_DB = "mlflow.db"
 # hidden: ladarun-table skips hidden folders, and would take its copies of summary.json for runs
 MLFLOW_ARTIFACTS = ".mlartifacts"
 CURVE = "learning_curve.png"
+WANDB_RUN = "wandb_run.json"  # the W&B run of this run folder and the steps logged to it
+WANDB_DIR = ".wandb"  # hidden, as .mlartifacts: it holds copies of summary.json
 
 
 def _missing(package: str, extra: str) -> ConfigError:
@@ -268,6 +274,112 @@ class MLflowLogger(Logger):
             self._out_dir,
         )
         return False
+
+
+class WandbLogger(Logger):
+    """One W&B run per ladarun run, in one W&B project per sweep (the sweep folder's name), with
+    the MLflow logger's content: the resolved config and code version as the run's config, every
+    metrics.csv column per iteration with the number of labels as the step, and at the end
+    summary.json's numbers as its summary and summary.json, metrics.csv, queries.csv and a
+    learning curve as its files. ``mode``: online, offline (no account needed; ``wandb sync``
+    uploads later) or disabled; null leaves it to WANDB_MODE."""
+
+    def __init__(
+        self,
+        project: Optional[str] = None,
+        entity: Optional[str] = None,
+        mode: Optional[str] = None,
+    ):
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise _missing("wandb", "wandb") from None
+        self.project, self.entity, self.mode = project, entity, mode
+        self._run: Any = None
+        self._out_dir = Path()
+        self._logged: list[int] = []
+
+    def start(self, run: TrackedRun, done: Sequence[Mapping[str, Any]]) -> None:
+        import wandb
+
+        self._out_dir = run.out_dir
+        project = self.project or run.experiment
+        saved = _read_json(run.out_dir / WANDB_RUN) if done else {}
+        resumes = saved.get("project") == project and bool(saved.get("id"))
+        run_id = str(saved["id"]) if resumes else uuid.uuid4().hex[:8]
+        self._logged = [int(s) for s in saved.get("logged", [])] if resumes else []
+        store = run.root / WANDB_DIR
+        store.mkdir(parents=True, exist_ok=True)
+        settings = wandb.Settings(console="off", silent=True, x_disable_stats=True)
+        self._run = wandb.init(
+            project=project,
+            entity=self.entity,
+            dir=str(store),
+            id=run_id,
+            name=run.name,
+            group=run.experiment,
+            config={**run.config, "code": run.code},
+            resume="allow",
+            mode=self.mode,  # type: ignore[arg-type]  # None: WANDB_MODE
+            reinit="finish_previous",
+            settings=settings,
+        )
+        self._save_ledger(project)
+        log.info(
+            "W&B: %s run %s (project %r) in %s",
+            "resuming" if resumes else "new",
+            run_id,
+            project,
+            store,
+        )
+        for row in done:  # the checkpoint's rows that no earlier process logged
+            if int(row["n_labeled"]) not in self._logged:
+                self.log(row)
+
+    def _save_ledger(self, project: str) -> None:
+        write_json_atomic(
+            self._out_dir / WANDB_RUN,
+            {"project": project, "id": self._run.id, "logged": self._logged},
+        )
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        step = int(row["n_labeled"])
+        # W&B drops a step below its last one: a row logged again after a kill cannot repeat
+        self._run.log(scalars(row), step=step)
+        self._logged.append(step)
+        self._save_ledger(self._run.project)
+
+    def finish(self, status: str) -> None:
+        if self._run is None:
+            return
+        if status == "FINISHED":
+            summary = _read_json(self._out_dir / SUMMARY)
+            for key in (
+                "best_acc",
+                "final_acc",
+                "area",
+                "best_val_test_acc",
+                "n_labeled",
+                "total_s",
+            ):
+                if summary.get(key) is not None:
+                    self._run.summary[key] = summary[key]
+            for name in (SUMMARY, METRICS, QUERIES):  # the run's files, uploaded with it
+                if (self._out_dir / name).exists():
+                    shutil.copy2(self._out_dir / name, Path(self._run.dir) / name)
+            learning_curve(self._out_dir).savefig(Path(self._run.dir) / CURVE)
+        self._run.summary["ladarun_status"] = status
+        self._run.finish(exit_code=0 if status == "FINISHED" else 1)
+        self._run = None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A small JSON file of ours, or {} when it is missing or unreadable (then nothing resumes)."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def learning_curve(out_dir: Path) -> Any:
