@@ -87,11 +87,12 @@ class Parts:
 def check_settings(cfg: DictConfig) -> Parts:
     """Build every part that needs no data and check the settings; raise ConfigError on the first
     impossible one. Nothing is written and nothing trains before this has passed."""
-    from .runtime import resolve_device
+    from .runtime import SpeedOptions, resolve_device
 
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}; set seed=N, e.g. seed=0")
     device = resolve_device(cfg.device)
+    SpeedOptions(**cfg.speed).check_device(device)
     protocol = build(cfg.protocol)
     acquisition = build(cfg.acquisition)
     augment = build(cfg.augment)
