@@ -232,6 +232,16 @@ def test_versions_are_read_when_old_and_new_precision_flags_are_mixed():
     assert torch.backends.cudnn.allow_tf32 is False
 
 
+def test_an_unusable_cudnn_is_named_not_raised(monkeypatch):
+    # torch refuses a cuDNN of another version found first on LD_LIBRARY_PATH; a CPU run's
+    # summary.json must still be written.
+    def refuse():
+        raise RuntimeError("cuDNN version incompatibility: PyTorch was compiled against (9, 24, 0)")
+
+    monkeypatch.setattr(torch.backends.cudnn, "version", refuse)
+    assert library_versions()["cudnn"].startswith("unusable: cuDNN version incompatibility")
+
+
 def test_summary_records_cuda_cudnn_and_tf32(tmp_path, one_thread):
     toy_run(tmp_path, iterations=1)
     versions = json.loads((tmp_path / SUMMARY).read_text())["versions"]

@@ -280,9 +280,19 @@ def library_versions() -> dict[str, Any]:
         "torchvision": torchvision.__version__,
         "numpy": np.__version__,
         "cuda": torch.version.cuda,  # None for a CPU-only build of torch
-        "cudnn": torch.backends.cudnn.version(),  # None where cuDNN is not there
+        "cudnn": cudnn_version(),
         **tf32_flags(),
     }
+
+
+def cudnn_version() -> Any:
+    """cuDNN's version (``92400`` is 9.24.0); None where torch has no cuDNN. A cuDNN that torch
+    refuses (another version found first on the library path) is named, and does not stop a run
+    on the CPU from writing its summary."""
+    try:
+        return torch.backends.cudnn.version()
+    except RuntimeError as err:
+        return f"unusable: {str(err)[:120]}"
 
 
 def tf32_flags() -> dict[str, Any]:
