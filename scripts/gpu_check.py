@@ -126,6 +126,7 @@ def smoke_run(out: Path) -> list[Result]:
         verdict(torch.cuda.get_device_name() in summary["device"], f"device {summary['device']}"),
         verdict(
             versions["cuda"] == torch.version.cuda
+            and versions["cudnn"] == torch.backends.cudnn.version()
             and versions["cudnn_tf32"] is False
             and versions["matmul_tf32"] is False,
             f"versions: cuda {versions['cuda']}, cudnn {versions['cudnn']}, "

@@ -146,7 +146,7 @@ def test_the_cache_estimate_is_the_gpu_memory_the_cache_takes():
 
 
 def test_a_cpu_run_on_a_gpu_machine_leaves_cuda_alone(tmp_path):
-    # #11: a device=cpu run (with its checkpoint) never initialises CUDA.
+    # #11: a device=cpu run (with its checkpoint and summary.json) never initialises CUDA.
     code = (
         "import sys, torch; sys.path.insert(0, 'tests'); from helpers import toy_run; "
         "from ladarun.loop import RunOptions; "

@@ -286,9 +286,11 @@ def library_versions() -> dict[str, Any]:
 
 
 def cudnn_version() -> Any:
-    """cuDNN's version (``92400`` is 9.24.0); None where torch has no cuDNN. A cuDNN that torch
-    refuses (another version found first on the library path) is named, and does not stop a run
-    on the CPU from writing its summary."""
+    """cuDNN's version (``92400`` is 9.24.0) in a process that has used CUDA, else None: asking
+    starts CUDA on every GPU, which a CPU run leaves alone. A cuDNN that torch refuses (another
+    version found first on the library path) is named instead of stopping the summary."""
+    if not torch.cuda.is_initialized():
+        return None
     try:
         return torch.backends.cudnn.version()
     except RuntimeError as err:
