@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.ladarun-installed
 
 RUNS   ?= outputs
 
-.PHONY: help demo test test-all test-slurm lint format bench table1 figures clean-outputs
+.PHONY: help demo test test-all test-gpu test-slurm lint format bench table1 figures clean-outputs
 .DEFAULT_GOAL := help
 
 help:  ## list the targets (this)
@@ -30,11 +30,16 @@ constraints:  ## rewrite constraints.txt from .venv (after an upgrade has passed
 demo: $(STAMP)  ## the embedded default: digits, small CNN, quick protocol, no download
 	$(VENV)/bin/ladarun
 
-test: $(STAMP)  ## the fast suite
-	$(PY) -m pytest -q -m "not slow"
+# The suites run on the CPU even on a GPU machine: their expectations are the CPU's, and two
+# test processes would share GPU 0. The GPU's own checks are the `gpu` tests (make test-gpu).
+test: $(STAMP)  ## the fast suite (on the CPU: GPUs hidden)
+	CUDA_VISIBLE_DEVICES= $(PY) -m pytest -q -m "not slow and not gpu"
 
-test-all: $(STAMP)  ## everything, slow tests included
-	$(PY) -m pytest -q
+test-all: $(STAMP)  ## everything, slow tests included (on the CPU: GPUs hidden)
+	CUDA_VISIBLE_DEVICES= $(PY) -m pytest -q -m "not gpu"
+
+test-gpu: $(STAMP)  ## the tests that need a GPU (tests marked gpu; they skip without CUDA)
+	$(PY) -m pytest -q -m gpu
 
 test-slurm: $(STAMP)  ## the Slurm launcher on a one-node cluster it starts (needs slurmctld, slurmd, munge; skips without)
 	$(PY) scripts/test_slurm.py

@@ -49,3 +49,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.hookimpl(trylast=True)  # after -m has deselected: CUDA is probed only for gpu tests
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``gpu`` where torch has no CUDA device (make test hides them)."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_tests and not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (make test-gpu on a GPU machine)")
+        for item in gpu_tests:
+            item.add_marker(skip)

@@ -89,7 +89,7 @@ class Parts:
 def check_settings(cfg: DictConfig) -> Parts:
     """Build every part that needs no data and check the settings; raise ConfigError on the first
     impossible one. Nothing is written and nothing trains before this has passed."""
-    from .runtime import resolve_device
+    from .runtime import SpeedOptions, resolve_device
 
     try:  # every ${...} of the config, at once: an unset variable is one line, not a traceback
         OmegaConf.to_container(cfg, resolve=True)
@@ -103,6 +103,7 @@ def check_settings(cfg: DictConfig) -> Parts:
             f"seed must be from 0 to 2**32 - 1 (NumPy's range), got {cfg.seed}; set e.g. seed=0"
         )
     device = resolve_device(cfg.device)
+    SpeedOptions(**cfg.speed).check_device(device)
     protocol = build(cfg.protocol)
     acquisition = build(cfg.acquisition)
     augment = build(cfg.augment)

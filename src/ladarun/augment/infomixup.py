@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..models.staged import StagedClassifier
 from ..progress import phase
 from ..protocol import Protocol
+from ..runtime import check_fits
 from .base import Augment
 from .mixing import LAMBDA_EPS, beta, virtual_step
 from .policy import LambdaNet, count_parameters
@@ -72,6 +73,13 @@ class _FrozenEval:
 def draw_layer(layers: Sequence[int], generator: torch.Generator) -> int:
     """k ~ U(layers), once per iteration, from the run's active-learning generator."""
     return int(layers[int(torch.randint(len(layers), (1,), generator=generator))])
+
+
+@torch.no_grad()
+def cache_bytes(model: StagedClassifier, x: torch.Tensor, n: int, k: int) -> int:
+    """Bytes of ``cached_features``' output for ``n`` instances, from one instance's h^k."""
+    one = model.features(x[:1], k)
+    return one.numel() * one.element_size() * n
 
 
 @torch.no_grad()
@@ -188,6 +196,13 @@ class InfoMixup(Augment):
         acquisition.prepare(ctx)
         with _FrozenEval(model):
             if self.has_policy or acquisition.pair_scorer_reads_maps:
+                # protocol.pool_subset=null caches the whole pool: 12-19 GB for CIFAR or SVHN
+                check_fits(
+                    cache_bytes(model, ctx.data.x_train, 2 * n_pairs, k),
+                    ctx.data.x_train.device,
+                    f"{type(self).__name__}'s feature maps h^{k} of {2 * n_pairs} candidates",
+                    "set protocol.pool_subset (the paper's 2000)",
+                )
                 h_first = cached_features(model, ctx.data.x_train, first, k, ctx.score_batch_size)
                 h_second = cached_features(model, ctx.data.x_train, second, k, ctx.score_batch_size)
             else:  # nothing would read h^k (LADA_VaalMix^fixed): (P, 0) placeholders

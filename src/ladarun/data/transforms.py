@@ -22,7 +22,8 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True) -> to
     space, i.e. the dataset's mean colour, not black as torchvision's ``RandomCrop`` on raw
     images would give; we pad after normalising so the images can stay as one device tensor,
     and the difference only touches the ``padding``-pixel border.
-    Random numbers come from torch's global RNG on ``x.device``.
+    Random numbers come from torch's global RNG on ``x.device``. The output keeps a
+    channels_last input's memory format.
     """
     # torchvision.transforms.v2 draws one crop for a whole batch tensor; we need one per sample.
     n, _, h, w = x.shape
@@ -40,7 +41,12 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True) -> to
     cols = dx + cols
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    out = padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    # The gather returns NCHW; a channels_last batch (speed.channels_last) stays channels_last,
+    # or every training step's first convolution would convert it back (docs/gpu.md #15).
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def crop_flip(
