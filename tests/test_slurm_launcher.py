@@ -200,9 +200,9 @@ def test_without_slurm_commands_the_launcher_stops_in_one_line(tmp_path):
 def waiting(tmp_path, compose_hydra, monkeypatch, queue):
     """The launcher's wait on one job (7_0, no result file) while squeue answers ``queue()``."""
     launcher = ladarun_submitit.SlurmLauncher(submitit_folder=str(tmp_path / ".submitit"))
-    cfg = compose_hydra(SMOKE)
+    launcher.setup(hydra_context=None, task_function=None, config=compose_hydra(SMOKE))
     resources = {"cpus_per_task": 4, "mem_gb": 32, "gpus_per_node": 0, "timeout_min": 240}
-    planned = PlannedJob(0, ["seed=0"], tmp_path / "run", resources, "new", config=cfg)
+    planned = PlannedJob(0, ["seed=0"], tmp_path / "run", resources)
     job = SimpleNamespace(
         job_id="7_0",
         paths=SimpleNamespace(result_pickle=tmp_path / "none.pkl", stderr=tmp_path / "7_0.err"),
@@ -211,7 +211,7 @@ def waiting(tmp_path, compose_hydra, monkeypatch, queue):
     monkeypatch.setattr(ladarun_submitit, "squeue_states", lambda ids: queue())
     monkeypatch.setattr(ladarun_submitit, "END_GRACE_S", 0.0)
     monkeypatch.setattr(ladarun_submitit.time, "sleep", lambda s: None)
-    return launcher._wait([(planned, job)])
+    return launcher._follow([(planned, job)])
 
 
 def test_a_job_gone_without_result_or_accounting_is_one_failure_not_a_wait(
@@ -265,15 +265,15 @@ def test_checkpoint_requeues_until_the_limit_finds_no_progress(tmp_path):
     launcher = ladarun_submitit.SlurmLauncher(submitit_folder=str(tmp_path / ".submitit"))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    launcher._run_dirs, launcher._timeout_mins = {0: str(run_dir)}, {0: 60.0}
-    launcher._job_num, launcher._started = 0, time.time() - 3600  # signalled at the time limit
+    launcher.run_dirs = {0: (str(run_dir), 60.0)}
+    launcher.job_num, launcher.started = 0, time.time() - 3600  # signalled at the time limit
     (run_dir / "metrics.csv").write_text("iteration,n_labeled\n0,8\n1,12\n")
     assert launcher.checkpoint("args") is not None  # requeued
     (run_dir / "metrics.csv").write_text("iteration,n_labeled\n0,8\n1,12\n2,16\n")
     assert launcher.checkpoint("args") is not None  # one more iteration: requeued again
     with pytest.raises(TimeLimitError, match="twice at iteration 2"):
         launcher.checkpoint("args")
-    launcher._at_time_limit, launcher._started = [2], time.time()  # a preemption, not the limit
+    launcher.at_time_limit, launcher.started = [2], time.time()  # a preemption, not the limit
     assert launcher.checkpoint("args") is not None
 
 
