@@ -16,7 +16,7 @@ import torch
 from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 
-from helpers import SMOKE, ladarun
+from helpers import SMOKE, group_options, ladarun
 from hydra_plugins.ladarun_launcher import ladarun_submitit
 from ladarun.cli import run_from_config
 from ladarun.launchers import (
@@ -56,6 +56,18 @@ def test_cpu_protocols_ask_for_no_gpu_and_the_paper_for_one(compose_hydra):
     paper = resources(compose_hydra, ["experiment=table1"])
     assert (paper["gpus_per_node"], paper["cpus_per_task"], paper["mem_gb"]) == (1, 4, 32)
     assert paper["timeout_min"] == 240
+
+
+def test_every_protocol_has_its_resources_and_the_cnn_ones_ask_for_no_gpu(compose_hydra):
+    """gpu_audit.md #5: paper_budget (the CPU learner) fell to ``default`` and asked for a GPU."""
+    table = compose_hydra(["hydra/launcher=slurm"]).hydra.launcher.resources
+    for protocol in group_options("protocol"):
+        assert protocol in table, f"protocol={protocol} has no resources entry"
+        model = compose_hydra([f"protocol={protocol}"]).model.name
+        gpus = resources(compose_hydra, [f"protocol={protocol}"])["gpus_per_node"]
+        assert (gpus == 0) == (model == "cnn"), (protocol, model, gpus)
+    budget = resources(compose_hydra, ["experiment=table1_budget"])
+    assert (budget["gpus_per_node"], budget["cpus_per_task"]) == (0, 1)
 
 
 def test_a_launcher_key_on_the_command_line_wins_for_every_run(compose_hydra):

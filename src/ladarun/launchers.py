@@ -397,11 +397,13 @@ def end_with_process(pid: int, poll_s: float = 1.0) -> None:
             return os.getppid() != pid
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):  # PermissionError: reused by another user
             return True
-        except PermissionError:  # another user's process: the PID was reused
-            return True
-        return False
+        try:  # a process that ended but was not reaped yet (a zombie) answers kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+        except (OSError, IndexError):  # no /proc (macOS): kill(pid, 0) has to do
+            return False
 
     def watch() -> None:
         while not gone():

@@ -9,6 +9,7 @@ sweep's process (the sweeper's SweepTask).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn
@@ -19,6 +20,8 @@ try:  # Hydra imports every hydra_plugins module; without the [parallel] extra t
     from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 except ImportError:  # pragma: no cover - the extra is part of the dev install
     JoblibLauncher = None
+
+_QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
 
 if JoblibLauncher is not None:
 
@@ -35,6 +38,10 @@ if JoblibLauncher is not None:
             todo = [j for j in jobs if j.to_run]
             if not todo:
                 return self.returns(jobs, {})
+            # After Ctrl-C, loky's resource tracker frees the workers' semaphores and warns that
+            # it did, in two lines of its own (it is a process that inherits this variable).
+            warnings = [w for w in [os.environ.get("PYTHONWARNINGS")] if w]
+            os.environ["PYTHONWARNINGS"] = ",".join([*warnings, _QUIET_TRACKER])
             # The plugin numbers the jobs it is given from initial_job_idx (hydra.job.num).
             ran = super().launch([j.overrides for j in todo], initial_job_idx)
             return self.returns(jobs, {j.idx: r for j, r in zip(todo, ran)})

@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -212,6 +213,15 @@ if BaseSubmititLauncher is not None:
         """submitit's local executor (``hydra/launcher=submitit_local``), planned as the Slurm one."""
 
         _EXECUTOR = "local"
+
+        def _submit(self, group: list[PlannedJob], before: list[Any]) -> list[Any]:
+            """Jobs that leave Ctrl-C to the sweep: it reports them, and they end with it
+            (SweepTask); submitit's controllers would each print a traceback instead."""
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the processes
+            try:
+                return super()._submit(group, before)
+            finally:
+                signal.signal(signal.SIGINT, previous)
 
     class SlurmLauncher(_Planned):
         """One sbatch array per set of resources (``hydra/launcher=slurm``)."""

@@ -7,9 +7,10 @@ about 0.1 s, so composing each of experiment=table1's 270 jobs twice took minute
 is Hydra's composition of the options it chooses (method=ent dataset=svhn: the defaults list),
 then its plain values applied on top (seed=3), in that order; jobs choosing the same options
 differ only in those values. JobConfigs asks Hydra once per distinct choice of options and
-applies each job's values with OmegaConf.update, as Hydra's composition does. Anything else
-(``+key=``, ``~key``, a dict or list value, a run directory named by ``override_dirname`` or
-the ``hydra:`` resolver) is composed by Hydra whole, job by job.
+applies each job's values with OmegaConf.update, as Hydra's composition does. Any other
+override (``+key=``, ``~key``, ``hydra.*``, a dict or list value) counts as a choice of options;
+a job whose value does not replace a plain value, and every job of a sweep whose run directory
+is named by ``override_dirname`` or the ``hydra:`` resolver, is composed by Hydra whole.
 """
 
 import logging

@@ -14,7 +14,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hydra_plugins.ladarun_launcher.planning import job_configs, progress
 from ladarun.errors import LadarunError
@@ -128,8 +128,12 @@ class ReportingSweeper(BasicSweeper):
         batch = self.overrides[max(self.batch_index - 1, 0)] if self.overrides else []
         configs = job_configs(self.hydra_context.config_loader, self.config)
         jobs = [(list(o), configs(o).run_dir) for o in batch]
-        hydra_overrides = OmegaConf.to_container(self.config.hydra.overrides.hydra)
-        lines = interrupted_lines(jobs, [str(o) for o in hydra_overrides])  # type: ignore[union-attr]
+        hydra_overrides = [
+            str(o)
+            for o in self.config.hydra.overrides.hydra
+            if not str(o).startswith("hydra.mode=")  # what -m says
+        ]
+        lines = interrupted_lines(jobs, hydra_overrides)
         if lines:
             print(
                 f"ladarun: interrupted; {len(lines)} run(s) stopped before finishing, each keeps "
