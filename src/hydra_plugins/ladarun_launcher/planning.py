@@ -158,6 +158,7 @@ class Planning:
     hydra_context: Any
     params: dict[str, Any]
     resource_table: dict[str, Any] = {}
+    dry_run = False
     verbs = (
         "Running",
         "run",
@@ -176,9 +177,9 @@ class Planning:
             resources = run_resources(self.params, self.resource_table, facts.protocol)
             job = PlannedJob(initial_job_idx + i, list(overrides), facts.run_dir, resources)
             jobs.append(plan_job(job, facts.config))
-        for j in jobs:
-            if not j.to_run:
-                log.info("\t#%d : %s: %s; left out", j.idx, j.label, j.note)
+        left_out = [] if self.dry_run else [j for j in jobs if not j.to_run]  # a dry run lists all
+        for j in left_out:
+            log.info("\t#%d : %s: %s; left out", j.idx, j.label, j.note)
         log.info(plan_summary(jobs, *self.verbs))
         return jobs
 
