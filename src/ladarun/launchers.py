@@ -89,20 +89,23 @@ def plan_job(job: PlannedJob, config: Optional[dict[str, Any]]) -> PlannedJob:
     otherwise). A run another process holds now, or a folder of another configuration, is
     refused here with the one-line reason; a finished run is left out; an unfinished one resumes.
     """
-    from .report.runs import default_config
     from .state import check_existing, running_owner
 
     if config is None:
         return job
+
+    def defaults() -> dict[str, Any]:  # pandas: only where a key was added since the run
+        from .report.runs import default_config
+
+        return default_config(config)
+
     try:
         owner = running_owner(job.run_dir)
         if owner is not None:
             job.status, job.note = "running", f"running now ({owner})"
             job.error = LadarunError(f"{job.run_dir} is being run right now by {owner}; left out")
             return job
-        job.best = check_existing(
-            job.run_dir, config, lambda: default_config(config), restore=False
-        )
+        job.best = check_existing(job.run_dir, config, defaults, restore=False)
     except LadarunError as err:
         job.status, job.note, job.error = "refused", str(err), err
         return job

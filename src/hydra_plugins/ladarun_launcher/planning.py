@@ -59,9 +59,12 @@ class JobConfigs:
         templates = str(OmegaConf.to_container(master.hydra.sweep, resolve=False))
         # Hydra's per-job fields other than the overrides themselves name the run directory.
         self.whole = "override_dirname" in templates or "hydra:" in templates
-        self.bases: dict[tuple[str, ...], tuple[DictConfig, dict]] = {}
+        # Per choice of options: Hydra's composition, its unresolved values, and the original
+        # values of the keys a job has changed since (put back when a job leaves them alone).
+        self.bases: dict[tuple[str, ...], tuple[DictConfig, dict, dict[str, Any]]] = {}
         self.facts: dict[tuple[str, ...], JobFacts] = {}
         self.parser = OverridesParser.create()
+        self.parsed: dict[str, Override] = {}  # the jobs of a sweep share most overrides
 
     def __call__(self, overrides: Sequence[str]) -> JobFacts:
         key = tuple(overrides)
@@ -70,7 +73,10 @@ class JobConfigs:
         return self.facts[key]
 
     def _facts(self, overrides: list[str]) -> JobFacts:
-        parsed = self.parser.parse_overrides(overrides)
+        for o in overrides:
+            if o not in self.parsed:
+                self.parsed[o] = self.parser.parse_overrides([o])[0]
+        parsed = [self.parsed[o] for o in overrides]
         values = [o for o in parsed if self._is_value(o)]
         choices = tuple(o.input_line or "" for o in parsed if not self._is_value(o))
         facts = None if self.whole else self._patched(choices, values, overrides)
@@ -94,23 +100,22 @@ class JobConfigs:
         a value does not replace a plain value of it (Hydra composes that job and says why)."""
         if choices not in self.bases:
             cfg = self.loader.load_sweep_config(self.master, list(choices))
-            self.bases[choices] = (cfg, OmegaConf.to_container(cfg, resolve=False))  # type: ignore[assignment]
-        cfg, raw = self.bases[choices]
-        before = [(o.key_or_group, _at(raw, o.key_or_group)) for o in values]
-        if not all(_scalar(v) for _, v in before):
+            raw = OmegaConf.to_container(cfg, resolve=False)
+            self.bases[choices] = (cfg, raw, {})  # type: ignore[assignment]
+        cfg, raw, changed = self.bases[choices]
+        keys = [o.key_or_group for o in values]
+        if not all(_scalar(_at(raw, key)) for key in keys):
             return None
-        task = raw["hydra"]["overrides"]["task"]
         try:
-            for o in values:
-                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+            for key in [k for k in changed if k not in keys]:
+                OmegaConf.update(cfg, key, changed.pop(key), merge=False)
+            for key, o in zip(keys, values):
+                changed.setdefault(key, _at(raw, key))
+                OmegaConf.update(cfg, key, o.value(), merge=True)
             cfg.hydra.overrides.task = overrides
             return read_facts(cfg)
         except OmegaConfBaseException:
             return None
-        finally:
-            for key, value in before:
-                OmegaConf.update(cfg, key, value, merge=False)
-            cfg.hydra.overrides.task = task
 
 
 def _scalar(value: Any) -> bool:
