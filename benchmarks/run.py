@@ -4,6 +4,7 @@
     python benchmarks/run.py runs [...]      # whole runs: wall time and peak memory -> results.md
     python benchmarks/run.py iteration [...] # per iteration: Time column, overhead, memory, speed
                                              # switches, GPU -> bench.md and bench-<date>.json
+    python benchmarks/run.py planning [...]  # planning experiment=table1's 270 jobs -> planning.md
 
 ``make bench BENCH_ARGS='--sections time'`` passes its arguments to ``iteration``. Run them
 on an otherwise idle machine: on 2 cores any other job distorts every timing.
@@ -18,6 +19,7 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import iteration  # noqa: E402  (a sibling module, found through the path set above)
+import planning  # noqa: E402
 import whole_run  # noqa: E402
 
 
@@ -27,8 +29,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         whole_run.main(argv[1:])
     elif argv[:1] == ["iteration"]:
         iteration.main(argv[1:])
+    elif argv[:1] == ["planning"]:
+        planning.main(argv[1:])
     else:
         whole_run.main([])
+        planning.main([])
         iteration.main(argv)
 
 

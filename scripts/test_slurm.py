@@ -14,9 +14,13 @@ cgroups, no accounting: ladarun must work without sacct), then:
    itself), and another with ``scontrol requeue`` (Slurm kills and requeues it);
 5. checks that every metrics.csv equals the reference run's (wall-clock columns aside), that both
    preempted runs resumed, that each Slurm task ran 1 thread (SLURM_CPUS_PER_TASK) and that the
-   missing sacct was one warning;
+   missing sacct was one warning, and that the CPU array's job script asks for no GPU and empties
+   CUDA_VISIBLE_DEVICES;
 6. relaunches the sweep: every run is finished, so nothing is submitted;
-7. aggregates the table with ladarun-table,
+7. aggregates the table with ladarun-table;
+8. interrupts the waiting process with Ctrl-C (one line; the job runs on), cancels a job from
+   outside (one failure line, the wait ends), and gives a run a time limit shorter than one
+   iteration (requeued once, then stopped with one line naming hydra.launcher.timeout_min),
 
 and stops the daemons it started, whatever happened. Where Slurm is not installed it says so and
 exits 0 (.ci/run does not need it). ``KEEP=1`` keeps the temporary directory.
@@ -287,6 +291,13 @@ def scenario(cluster: Cluster, work: Path) -> None:
         check("(1 threads)" in json.dumps(summary), f"run {i} ran 1 thread (SLURM_CPUS_PER_TASK=1)")
     logs = "".join(p.read_text() for p in (work / "outputs" / ".submitit").glob("*_0/*_0_log.err"))
     check("Caught signal SIGUSR2" in logs and "preempted" in logs, "USR2 was taken as a preemption")
+    scripts = list((work / "outputs" / ".submitit").rglob("*_submission.sh"))
+    check(
+        bool(scripts)
+        and all("export CUDA_VISIBLE_DEVICES=\n" in p.read_text() for p in scripts)
+        and all("--gpus" not in p.read_text() for p in scripts),
+        "the CPU array asks for no GPU and its jobs see none (CUDA_VISIBLE_DEVICES emptied)",
+    )
 
     say("6. relaunching the finished sweep submits nothing")
     again = ladarun("-m", *SWEEP, *LAUNCHER, cwd=work, env=env)
@@ -306,7 +317,36 @@ def scenario(cluster: Cluster, work: Path) -> None:
     # A run that cannot finish in any allocation: its initial training alone takes hours.
     endless = [*SWEEP[:2], "protocol.initial_epochs=100000", "progress=false", "seed=0"]
 
-    say("8. a job killed from outside (scancel): one line, and the wait ends")
+    say("8. Ctrl-C on the waiting process: one line, and the job runs on")
+    waiting = subprocess.Popen(
+        [str(BIN / "ladarun"), "-m", *endless, "hydra.sweep.dir=ctrlc", *LAUNCHER],
+        cwd=work,
+        env=env,
+        stdout=open(work / "ctrlc.log", "w"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    array = ""
+    end = time.time() + 300
+    while not array and time.time() < end:
+        time.sleep(1)
+        found = re.findall(r"Submitted job (\d+)", (work / "ctrlc.log").read_text())
+        array = found[0] if found else ""
+    time.sleep(3)  # into the waiting
+    waiting.send_signal(signal.SIGINT)
+    _, err = waiting.communicate(timeout=120)
+    print(err.rstrip())
+    state = cluster.run("squeue", "-h", "-j", array, "-o", "%T").stdout.strip()
+    cluster.run("scancel", array)
+    check(
+        waiting.returncode == 130
+        and err.strip().count("\n") == 0
+        and f"the jobs run on in Slurm (squeue -j {array}" in err
+        and state in ("PENDING", "RUNNING"),
+        f"Ctrl-C while waiting is one line, and job {array} ran on ({state})",
+    )
+
+    say("8b. a job killed from outside (scancel): one line, and the wait ends")
     log = open(work / "lost.log", "w")
     lost = subprocess.Popen(
         [str(BIN / "ladarun"), "-m", *endless, "hydra.sweep.dir=lost", *LAUNCHER],

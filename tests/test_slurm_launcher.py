@@ -16,7 +16,7 @@ import torch
 from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 
-from helpers import SMOKE, ladarun
+from helpers import SMOKE, group_options, ladarun
 from hydra_plugins.ladarun_launcher import ladarun_submitit
 from ladarun.launchers import (
     JobLostError,
@@ -56,6 +56,18 @@ def test_cpu_protocols_ask_for_no_gpu_and_the_paper_for_one(compose_hydra):
     paper = resources(compose_hydra, ["experiment=table1"])
     assert (paper["gpus_per_node"], paper["cpus_per_task"], paper["mem_gb"]) == (1, 4, 32)
     assert paper["timeout_min"] == 240
+
+
+def test_every_protocol_has_its_resources_and_the_cnn_ones_ask_for_no_gpu(compose_hydra):
+    """gpu_audit.md #5: paper_budget (the CPU learner) fell to ``default`` and asked for a GPU."""
+    table = compose_hydra(["hydra/launcher=slurm"]).hydra.launcher.resources
+    for protocol in group_options("protocol"):
+        assert protocol in table, f"protocol={protocol} has no resources entry"
+        model = compose_hydra([f"protocol={protocol}"]).model.name
+        gpus = resources(compose_hydra, [f"protocol={protocol}"])["gpus_per_node"]
+        assert (gpus == 0) == (model == "cnn"), (protocol, model, gpus)
+    budget = resources(compose_hydra, ["experiment=table1_budget"])
+    assert (budget["gpus_per_node"], budget["cpus_per_task"]) == (0, 1)
 
 
 def test_a_launcher_key_on_the_command_line_wins_for_every_run(compose_hydra):
@@ -129,11 +141,10 @@ def test_planning_leaves_a_folder_of_another_configuration_untouched(
     run_dir = tmp_path / re.search(r"\s(outputs/\S+seed0)\s", listed[0]).group(1)
     # A run of another configuration already lives in the folder the job would use.
     run_from_config(compose_cfg([*SMOKE, "seed=0", "protocol.lr=0.01"]), run_dir)
-    (run_dir / ".hydra").mkdir()
-    (run_dir / ".hydra" / "config.yaml").write_text("the earlier run's own file\n")
+    own = (run_dir / ".hydra" / "config.yaml").read_text()  # the earlier run wrote its own
     res = ladarun(*DRY, "seed=0", cwd=tmp_path, env_extra=ONE_THREAD)
     assert "differs in: protocol.lr" in res.stdout + res.stderr
-    assert (run_dir / ".hydra" / "config.yaml").read_text() == "the earlier run's own file\n"
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == own
 
 
 # --- submitting -------------------------------------------------------------------------------
@@ -200,9 +211,9 @@ def test_without_slurm_commands_the_launcher_stops_in_one_line(tmp_path):
 def waiting(tmp_path, compose_hydra, monkeypatch, queue):
     """The launcher's wait on one job (7_0, no result file) while squeue answers ``queue()``."""
     launcher = ladarun_submitit.SlurmLauncher(submitit_folder=str(tmp_path / ".submitit"))
-    cfg = compose_hydra(SMOKE)
+    launcher.setup(hydra_context=None, task_function=None, config=compose_hydra(SMOKE))
     resources = {"cpus_per_task": 4, "mem_gb": 32, "gpus_per_node": 0, "timeout_min": 240}
-    planned = PlannedJob(0, ["seed=0"], tmp_path / "run", resources, "new", config=cfg)
+    planned = PlannedJob(0, ["seed=0"], tmp_path / "run", resources)
     job = SimpleNamespace(
         job_id="7_0",
         paths=SimpleNamespace(result_pickle=tmp_path / "none.pkl", stderr=tmp_path / "7_0.err"),
@@ -211,7 +222,7 @@ def waiting(tmp_path, compose_hydra, monkeypatch, queue):
     monkeypatch.setattr(ladarun_submitit, "squeue_states", lambda ids: queue())
     monkeypatch.setattr(ladarun_submitit, "END_GRACE_S", 0.0)
     monkeypatch.setattr(ladarun_submitit.time, "sleep", lambda s: None)
-    return launcher._wait([(planned, job)])
+    return launcher._follow([(planned, job)])
 
 
 def test_a_job_gone_without_result_or_accounting_is_one_failure_not_a_wait(
@@ -265,15 +276,15 @@ def test_checkpoint_requeues_until_the_limit_finds_no_progress(tmp_path):
     launcher = ladarun_submitit.SlurmLauncher(submitit_folder=str(tmp_path / ".submitit"))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    launcher._run_dirs, launcher._timeout_mins = {0: str(run_dir)}, {0: 60.0}
-    launcher._job_num, launcher._started = 0, time.time() - 3600  # signalled at the time limit
+    launcher.run_dirs = {0: (str(run_dir), 60.0)}
+    launcher.job_num, launcher.started = 0, time.time() - 3600  # signalled at the time limit
     (run_dir / "metrics.csv").write_text("iteration,n_labeled\n0,8\n1,12\n")
     assert launcher.checkpoint("args") is not None  # requeued
     (run_dir / "metrics.csv").write_text("iteration,n_labeled\n0,8\n1,12\n2,16\n")
     assert launcher.checkpoint("args") is not None  # one more iteration: requeued again
     with pytest.raises(TimeLimitError, match="twice at iteration 2"):
         launcher.checkpoint("args")
-    launcher._at_time_limit, launcher._started = [2], time.time()  # a preemption, not the limit
+    launcher.at_time_limit, launcher.started = [2], time.time()  # a preemption, not the limit
     assert launcher.checkpoint("args") is not None
 
 

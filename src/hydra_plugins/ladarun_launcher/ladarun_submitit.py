@@ -1,38 +1,32 @@
-"""``hydra/launcher=slurm`` and ``submitit_local``: hydra-submitit-launcher's launchers with ladarun's
-planning (docs/launchers.md).
+"""``hydra/launcher=slurm`` and ``submitit_local``: hydra-submitit-launcher's launchers, planned first
+(docs/launchers.md).
 
-The plugin's launchers submit every job of a sweep as one array and wait on Slurm's accounting.
-These first compose each job's config as the job will, which gives its run directory, then:
-
-- leave out finished runs (a relaunch of a finished sweep submits nothing), runs another process
-  is running now, and directories that hold another configuration;
-- give each run the resources of its protocol (``resources:`` in conf/hydra/launcher/slurm.yaml)
-  and submit one array per set of resources;
-- with ``dry_run=true``, list the jobs, their run directories and resources, and submit nothing.
-
-sbatch's refusal is one line naming the key to change; waiting follows the jobs with squeue, so
-a missing sacct costs one warning and a job that dies is reported instead of waited on forever.
-Inside a job, ``checkpoint`` stops requeueing a run that reaches its time limit twice at the same
-iteration. The decisions that need neither Hydra nor Slurm are in ladarun.launchers.
+The plugin's BaseSubmititLauncher gives the job itself: in the job, ``__call__`` composes its
+config and runs it, and ``checkpoint`` resubmits it unchanged on preemption or at the time limit
+(a requeued run lands in the same run directory and resumes from its checkpoint, as DINO's
+run_with_submitit.py does). What the plugin's ``launch`` lacks, these add before submitting:
+every job planned (planning.py: finished runs left out, each run's resources from its protocol,
+``dry_run`` lists them), one array per set of resources, sbatch's refusal as one line, waiting
+with squeue (the plugin's submitit waits on sacct, forever where accounting is off), and the
+time-limit rule. The decisions that need neither Hydra nor Slurm are in ladarun.launchers.
 """
 
 import contextlib
-import copy
 import io
 import logging
-import os
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, cast
+from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf, open_dict, read_write
 
+from hydra_plugins.ladarun_launcher.planning import Planning
 from ladarun.errors import LadarunError
 from ladarun.launchers import (
     ACTIVE_STATES,
@@ -41,11 +35,12 @@ from ladarun.launchers import (
     JobLostError,
     PlannedJob,
     describe,
+    executor_parameters,
     exit_with,
     iterations_done,
+    listing,
     lost_job_error,
     note_time_limit,
-    run_resources,
     sacct_available,
     sbatch_refusal,
     squeue_states,
@@ -53,22 +48,20 @@ from ladarun.launchers import (
 )
 
 try:  # Hydra imports every hydra_plugins module; without the [slurm] extra there is nothing here.
-    from hydra_plugins.hydra_submitit_launcher import submitit_launcher
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 except ImportError:  # pragma: no cover - the extra is part of the dev install
-    submitit_launcher = None
+    BaseSubmititLauncher = None
 
 log = logging.getLogger(__name__)
 
-if submitit_launcher is not None:
+if BaseSubmititLauncher is not None:
 
     @dataclass
     class LocalConf(LocalQueueConf):
-        """The plugin's schema for ``submitit_local`` with ladarun's launcher and ``dry_run``.
-
-        conf/hydra/launcher/submitit_local.yaml shares this name, so Hydra checks it against
-        this schema; stored after the plugin's own, it replaces it.
-        """
+        """The plugin's ``submitit_local`` schema with ladarun's launcher and ``dry_run``; stored
+        after the plugin's own under its name, so conf/hydra/launcher/submitit_local.yaml is
+        checked against it."""
 
         _target_: str = "hydra_plugins.ladarun_launcher.ladarun_submitit.LocalLauncher"
         dry_run: bool = False
@@ -77,102 +70,20 @@ if submitit_launcher is not None:
         group="hydra/launcher", name="submitit_local", node=LocalConf, provider="ladarun"
     )
 
-    class _LadarunSubmitit(submitit_launcher.BaseSubmititLauncher):
-        """hydra-submitit-launcher's launcher with ladarun's planning and dry run (see the module)."""
+    class _Planned(Planning, BaseSubmititLauncher):
+        """hydra-submitit-launcher's launcher, each job planned first (see the module)."""
 
         def __init__(self, **params: Any) -> None:
             self.dry_run = bool(params.pop("dry_run", False))
-            table = params.pop("resources", None)
-            if OmegaConf.is_config(table):
-                table = OmegaConf.to_container(table, resolve=True)
-            self.resource_table: dict[str, Any] = dict(table or {})
+            self.verbs = ("Would submit", "submit") if self.dry_run else ("Submitting", "submit")
             super().__init__(**params)
-            self._run_dirs: dict[int, str] = {}
-            self._timeout_mins: dict[int, float] = {}
-            # Inside a job: the run, when it started and the iteration it stood at each time limit.
-            self._job_num: Optional[int] = None
-            self._started = 0.0
-            self._at_time_limit: list[int] = []
-
-        # -- before submitting ----------------------------------------------------------------------
-        def plan(
-            self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-        ) -> list[PlannedJob]:
-            """Compose every job's config as the job will, and decide what to do with it."""
-            assert self.hydra_context is not None and self.config is not None
-            before = HydraConfig.instance().cfg
-            try:
-                return [
-                    self._plan_one(initial_job_idx + i, list(overrides))
-                    for i, overrides in enumerate(job_overrides)
-                ]
-            finally:
-                HydraConfig.instance().cfg = before
-
-        def _plan_one(self, idx: int, overrides: list[str]) -> PlannedJob:
-            from ladarun.report.runs import default_config
-            from ladarun.rundir.identity import check_existing  # no torch
-            from ladarun.rundir.lock import running_owner
-
-            assert self.hydra_context is not None and self.config is not None
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-            with open_dict(cfg.hydra.job):
-                cfg.hydra.job.num = idx
-                cfg.hydra.job.id = f"job_id_for_{idx}"
-            # Resolving ${hydra:...} in the run directory or the config reads HydraConfig.
-            HydraConfig.instance().set_config(cfg)
-            run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-            # As run_job sets it: the sweep's summary of failed jobs names it.
-            with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
-                cfg.hydra.runtime.output_dir = os.path.abspath(run_dir)
-            task = copy.deepcopy(cfg)
-            with read_write(task), open_dict(task):
-                del task["hydra"]
-            resources = run_resources(self.params, self.resource_table, str(task.protocol.name))
-            job = PlannedJob(idx, overrides, run_dir, resources, "new", config=cfg)
-            try:
-                owner = running_owner(run_dir)
-                if owner is not None:
-                    job.status, job.note = "running", f"running now ({owner})"
-                    job.error = LadarunError(
-                        f"{run_dir} is being run right now by {owner}; not submitted again"
-                    )
-                    return job
-                config = cast(dict[str, Any], OmegaConf.to_container(task, resolve=True))
-                job.best = check_existing(run_dir, config, lambda: default_config(config))
-            except LadarunError as err:
-                job.status, job.note, job.error = "refused", str(err), err
-                return job
-            if job.best is not None:
-                job.status, job.note = "finished", f"finished (best {job.best:.2f}%)"
-            elif iterations_done(run_dir) >= 0:
-                job.status, job.note = (
-                    "resume",
-                    f"resumes after iteration {iterations_done(run_dir)}",
-                )
-            return job
-
-        def listing(self, jobs: list[PlannedJob]) -> str:
-            """The dry run's table: every job, its run directory, what happens to it, its resources."""
-            rows = [
-                (
-                    f"#{j.idx}",
-                    j.label or "(no overrides)",
-                    str(j.run_dir),
-                    j.note or j.status,
-                    describe(j.resources) if j.to_submit else "-",
-                )
-                for j in jobs
-            ]
-            widths = [max(len(r[c]) for r in rows) for c in range(4)]
-            lines = ["  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4] for r in rows]
-            n = sum(j.to_submit for j in jobs)
-            groups = len({tuple(sorted(j.resources.items())) for j in jobs if j.to_submit})
-            head = (
-                f"dry run ({type(self).__name__}): {len(jobs)} job(s), {n} would be submitted"
-                f" as {groups} array(s); nothing was submitted"
-            )
-            return "\n".join([head, *lines])
+            self.resource_table = dict(self.params.pop("resources", None) or {})
+            # Read inside a job (pickled with it): its run and time limit, when it started,
+            # and the iteration it stood at each time limit.
+            self.run_dirs: dict[int, tuple[str, float]] = {}
+            self.job_num: Optional[int] = None
+            self.started = 0.0
+            self.at_time_limit: list[int] = []
 
         def launch(
             self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -180,58 +91,40 @@ if submitit_launcher is not None:
             assert self.config is not None
             jobs = self.plan(job_overrides, initial_job_idx)
             if self.dry_run:
-                print(self.listing(jobs), flush=True)
-                return [self._not_submitted(j, dry_run=True) for j in jobs]
-            todo = [j for j in jobs if j.to_submit]
-            for j in jobs:
-                if not j.to_submit:
-                    log.info("\t#%d : %s: %s; not submitted", j.idx, j.label, j.note)
+                print(listing(jobs, type(self).__name__), flush=True)
+                return self.returns(jobs, {}, dry_run=True)
+            todo = [j for j in jobs if j.to_run]
             if not todo:
-                log.info(
-                    "Nothing to submit: %d run(s) finished, %d left out (see above).",
-                    sum(j.status == "finished" for j in jobs),
-                    sum(j.status in ("running", "refused") for j in jobs),
-                )
-                return [self._not_submitted(j) for j in jobs]
-            log.info(
-                "Submitting %d of %d run(s) (%d finished, %d left out).",
-                len(todo),
-                len(jobs),
-                sum(j.status == "finished" for j in jobs),
-                sum(j.status in ("running", "refused") for j in jobs),
-            )
-            sweep_dir = Path(str(self.config.hydra.sweep.dir))
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            for j in todo:
-                self._run_dirs[j.idx] = str(j.run_dir)
-                self._timeout_mins[j.idx] = float(j.resources.get("timeout_min") or 60)
+                return self.returns(jobs, {})
+            Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+            self.run_dirs = {
+                j.idx: (str(j.run_dir), float(j.resources.get("timeout_min") or 60)) for j in todo
+            }
             groups: dict[tuple, list[PlannedJob]] = {}
             for j in todo:
                 groups.setdefault(tuple(sorted(j.resources.items(), key=str)), []).append(j)
             submitted: list[tuple[PlannedJob, Any]] = []
             for group in groups.values():
                 submitted += zip(group, self._submit(group, [job for _, job in submitted]))
-            returns = {j.idx: self._not_submitted(j) for j in jobs if not j.to_submit}
-            returns.update(self._wait(submitted))
-            return [returns[j.idx] for j in jobs]
+            return self.returns(jobs, self._wait(submitted))
 
         def _executor(self, resources: dict[str, Any]) -> Any:
             import submitit
 
-            init = {"folder": self.params["submitit_folder"]}
-            if "max_num_timeout" in self.params:
-                init[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
-            executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
-            base = set(OmegaConf.structured(BaseQueueConf).keys())
-            params = {**self.params, **resources}
-            if self._EXECUTOR == "slurm" and not params.get("gpus_per_node"):
-                params["gpus_per_node"] = None  # no GPU: no gres request at all (CPU-only clusters)
+            kind = self._EXECUTOR
+            folder = self.params["submitit_folder"]
+            timeouts = int(self.params.get("max_num_timeout", 3))  # submitit's own default
+            params = executor_parameters(kind, self.params, resources)
+            if kind == "local":  # AutoExecutor would refuse visible_gpus, LocalExecutor's own key
+                executor: Any = submitit.LocalExecutor(folder, max_num_timeout=timeouts)
+                executor.update_parameters(**params)
+                return executor
+            shared = set(BaseQueueConf.__dataclass_fields__)
+            executor = submitit.AutoExecutor(
+                folder, cluster=kind, **{f"{kind}_max_num_timeout": timeouts}
+            )
             executor.update_parameters(
-                **{
-                    k if k in base else f"{self._EXECUTOR}_{k}": v
-                    for k, v in params.items()
-                    if k not in ("submitit_folder", "max_num_timeout") and v is not None
-                }
+                **{k if k in shared else f"{kind}_{k}": v for k, v in params.items()}
             )
             return executor
 
@@ -242,15 +135,9 @@ if submitit_launcher is not None:
             from submitit.core.utils import FailedJobError
 
             executor = self._executor(group[0].resources)
+            state = Singleton.get_state()
             args = [
-                (
-                    j.overrides,
-                    "hydra.sweep.dir",
-                    j.idx,
-                    f"job_id_for_{j.idx}",
-                    Singleton.get_state(),
-                )
-                for j in group
+                (j.overrides, "hydra.sweep.dir", j.idx, f"job_id_for_{j.idx}", state) for j in group
             ]
             stderr = io.StringIO()
             try:
@@ -268,10 +155,9 @@ if submitit_launcher is not None:
                         "relaunch leaves its finished runs out)"
                     )
                 exit_with(message)
-            first = jobs[0].job_id.split("_")[0]
             log.info(
                 "Submitted job %s: %d run(s), %s; logs in %s",
-                first,
+                jobs[0].job_id.split("_")[0],
                 len(group),
                 describe(group[0].resources),
                 jobs[0].paths.folder.parent,
@@ -279,11 +165,11 @@ if submitit_launcher is not None:
             return jobs
 
         def _wait(self, submitted: list[tuple[PlannedJob, Any]]) -> dict[int, JobReturn]:
-            """Every job's JobReturn, as submitit's jobs give them."""
+            """Every job's JobReturn, as submitit's jobs give them (local processes end)."""
             return {j.idx: self._collect(j, job) for j, job in submitted}
 
         def _collect(self, planned: PlannedJob, job: Any) -> JobReturn:
-            """The JobReturn of a job whose result file exists; submitit's own errors in one line."""
+            """The JobReturn of a job that ended; submitit's own errors in one line."""
             from submitit.core.utils import FailedJobError, UncompletedJobError
 
             try:
@@ -297,69 +183,51 @@ if submitit_launcher is not None:
                 return self._failed(
                     planned,
                     JobLostError(
-                        f"job {job.job_id} ({planned.label}) failed outside the run: {said.strip()}; "
-                        f"log: {job.paths.stderr}"
+                        f"job {job.job_id} ({planned.label}) failed outside the run: "
+                        f"{said.strip()}; log: {job.paths.stderr}"
                     ),
                 )
 
-        def _not_submitted(self, job: PlannedJob, dry_run: bool = False) -> JobReturn:
-            ret = self._job_return(job)
-            if job.error is not None and not dry_run:
-                ret.status, ret.return_value = JobStatus.FAILED, job.error
-            else:
-                ret.status, ret.return_value = JobStatus.COMPLETED, job.best
-            return ret
+        def _failed(self, planned: PlannedJob, error: LadarunError) -> JobReturn:
+            planned.error = error
+            return self.returns([planned], {})[0]
 
-        def _failed(self, job: PlannedJob, error: LadarunError) -> JobReturn:
-            ret = self._job_return(job)
-            ret.status, ret.return_value = JobStatus.FAILED, error
-            return ret
-
-        def _job_return(self, job: PlannedJob) -> JobReturn:
-            assert job.config is not None
-            task = copy.deepcopy(job.config)
-            with read_write(task), open_dict(task):
-                del task["hydra"]
-            return JobReturn(
-                overrides=job.overrides,
-                cfg=task,
-                hydra_cfg=job.config,
-                working_dir=os.getcwd(),
-                task_name=str(job.config.hydra.job.name),
-            )
-
-        # -- inside a job ---------------------------------------------------------------------------
+        # -- inside a job ---------------------------------------------------------------------
         def __call__(
-            self,
-            sweep_overrides: list[str],
-            job_dir_key: str,
-            job_num: int,
-            job_id: str,
-            singleton_state: dict[type, Singleton],
-        ) -> JobReturn:
-            self._job_num, self._started = job_num, time.time()
-            return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+            self, sweep_overrides: list[str], job_dir_key: str, job_num: int, *args: Any
+        ) -> Any:
+            self.job_num, self.started = job_num, time.time()
+            return super().__call__(sweep_overrides, job_dir_key, job_num, *args)
 
         def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-            """Requeue the job on preemption or at its time limit, unless the time limit came twice
+            """Requeue the job (submitit resubmits it as it was) unless the time limit came twice
             at the same iteration: one iteration does not fit in the limit, and requeueing again
             would repeat the same attempt forever."""
-            if self._job_num is not None and self._job_num in self._run_dirs:
-                run_dir = Path(self._run_dirs[self._job_num])
-                limit = self._timeout_mins[self._job_num]
-                if timed_out(self._started, limit):
-                    note_time_limit(self._at_time_limit, iterations_done(run_dir), limit)
+            if self.job_num in self.run_dirs:
+                run_dir, limit = self.run_dirs[self.job_num]
+                if timed_out(self.started, limit):
+                    note_time_limit(self.at_time_limit, iterations_done(Path(run_dir)), limit)
             return super().checkpoint(*args, **kwargs)
 
-    class LocalLauncher(_LadarunSubmitit):
+    class LocalLauncher(_Planned):
         """submitit's local executor (``hydra/launcher=submitit_local``), planned as the Slurm one."""
 
         _EXECUTOR = "local"
 
-    class SlurmLauncher(_LadarunSubmitit):
+        def _submit(self, group: list[PlannedJob], before: list[Any]) -> list[Any]:
+            """Jobs that leave Ctrl-C to the sweep: it reports them, and they end with it
+            (SweepTask); submitit's controllers would each print a traceback instead."""
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the processes
+            try:
+                return super()._submit(group, before)
+            finally:
+                signal.signal(signal.SIGINT, previous)
+
+    class SlurmLauncher(_Planned):
         """One sbatch array per set of resources (``hydra/launcher=slurm``)."""
 
         _EXECUTOR = "slurm"
+        jobs_outlive_sweep = True  # the jobs are Slurm's: they run on if this process ends
 
         def _executor(self, resources: dict[str, Any]) -> Any:
             missing = [c for c in ("sbatch", "squeue", "srun") if shutil.which(c) is None]
@@ -372,7 +240,21 @@ if submitit_launcher is not None:
             return super()._executor(resources)
 
         def _wait(self, submitted: list[tuple[PlannedJob, Any]]) -> dict[int, JobReturn]:
-            """Wait for every job with squeue; a job gone without a result is a one-line failure."""
+            """Wait with squeue (no accounting needed); Ctrl-C leaves the jobs running."""
+            try:
+                return self._follow(submitted)
+            except KeyboardInterrupt:
+                arrays = " ".join(sorted({job.job_id.split("_")[0] for _, job in submitted}))
+                print(
+                    f"ladarun: stopped waiting; the jobs run on in Slurm (squeue -j {arrays}; "
+                    f"scancel {arrays} stops them); once they end, rerun the same command: "
+                    "finished runs are skipped and the others resume",
+                    file=sys.stderr,
+                )
+                sys.exit(130)
+
+        def _follow(self, submitted: list[tuple[PlannedJob, Any]]) -> dict[int, JobReturn]:
+            """Every job's JobReturn; a job gone without a result is a one-line failure."""
             pending = {job.job_id: (planned, job) for planned, job in submitted}
             arrays = sorted({jid.split("_")[0] for jid in pending})
             accounting = sacct_available(arrays[0])
@@ -391,36 +273,41 @@ if submitit_launcher is not None:
                     if job.paths.result_pickle.exists():
                         out[planned.idx] = self._collect(planned, job)
                         del pending[jid]
-                if not pending:
-                    break
-                queue = squeue_states(arrays)
+                queue = squeue_states(arrays) if pending else {}
                 now = time.time()
                 for jid, (planned, job) in list(pending.items()):
                     state, reason = queue.get(jid, ("", "")) if queue is not None else ("?", "")
                     if state == "?" or state in ACTIVE_STATES:
                         ended_since.pop(jid, None)
-                        key = (jid.split("_")[0], reason)
-                        if state == "PENDING" and reason in HOPELESS_REASONS and key not in warned:
-                            warned.add(key)
-                            log.warning(
-                                "Job %s pends with reason %s: its partition cannot run a job asking "
-                                "for %s. Lower hydra.launcher.cpus_per_task / mem_gb / timeout_min or "
-                                "choose another hydra.launcher.partition (`sinfo -o '%%P %%c %%m %%l'`), "
-                                "then `scancel %s` and relaunch.",
-                                key[0],
-                                reason,
-                                describe(planned.resources),
-                                key[0],
-                            )
+                        if state == "PENDING" and reason in HOPELESS_REASONS:
+                            self._warn_hopeless(planned, jid, reason, warned)
                         continue
                     if now - ended_since.setdefault(jid, now) >= END_GRACE_S:
-                        out[planned.idx] = self._failed(
-                            planned, lost_job_error(planned, job, state, accounting is True)
-                        )
+                        lost = lost_job_error(planned, job, state, accounting is True)
+                        out[planned.idx] = self._failed(planned, lost)
                         del pending[jid]
-                time.sleep(min(30.0, 2.0 + (time.time() - start) / 10))
+                if pending:
+                    time.sleep(min(30.0, 2.0 + (time.time() - start) / 10))
             failed = sum(r.status == JobStatus.FAILED for r in out.values())
             log.info(
                 "All %d job(s) ended: %d finished, %d failed.", len(out), len(out) - failed, failed
             )
             return out
+
+        @staticmethod
+        def _warn_hopeless(planned: PlannedJob, jid: str, reason: str, warned: set) -> None:
+            """Once per array: its jobs pend for a reason waiting does not remove."""
+            key = (jid.split("_")[0], reason)
+            if key in warned:
+                return
+            warned.add(key)
+            log.warning(
+                "Job %s pends with reason %s: its partition cannot run a job asking for %s. Lower "
+                "hydra.launcher.cpus_per_task / mem_gb / timeout_min or choose another "
+                "hydra.launcher.partition (`sinfo -o '%%P %%c %%m %%l'`), then `scancel %s` and "
+                "relaunch.",
+                key[0],
+                reason,
+                describe(planned.resources),
+                key[0],
+            )
