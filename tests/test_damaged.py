@@ -57,7 +57,8 @@ def test_a_damaged_run_config_beside_a_checkpoint_is_named_and_the_run_resumes_w
 
 
 def test_ctrl_c_ends_in_one_line_saying_how_to_resume(tmp_path):
-    args = [str(LADARUN), *SMOKE, "protocol.iterations=40", "protocol.epochs=2"]
+    # 200 epochs an iteration (seconds each, however busy the machine): Ctrl-C lands mid-run.
+    args = [str(LADARUN), *SMOKE, "protocol.iterations=40", "protocol.epochs=200"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("LADARUN_DATA", None)
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
@@ -66,7 +67,7 @@ def test_ctrl_c_ends_in_one_line_saying_how_to_resume(tmp_path):
         / "outputs"
         / "synthetic"
         / "ent-none"
-        / "protocol.epochs=2,protocol.iterations=40,protocol=smoke"
+        / "protocol.epochs=200,protocol.iterations=40,protocol=smoke"
         / "seed0"
         / "metrics.csv"
     )

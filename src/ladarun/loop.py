@@ -144,10 +144,10 @@ class Learner:
 
     @property
     def metric_names(self) -> list[str]:
-        """metrics.csv's columns after the base ones: the acquisition's and augmentation's own,
-        then the validation accuracy (last, so that no earlier column moves; empty without one)."""
+        """metrics.csv's columns after the base ones: the validation accuracy (empty without a
+        validation set), then the acquisition's and augmentation's own (always last)."""
         exp = self.experiment
-        return [*exp.acquisition.metric_names, *exp.augment.metric_names, "val_acc"]
+        return ["val_acc", *exp.acquisition.metric_names, *exp.augment.metric_names]
 
     def parts(self) -> dict[str, Any]:
         """What saves its own state into the checkpoint."""
