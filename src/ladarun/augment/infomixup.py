@@ -195,18 +195,7 @@ class InfoMixup(Augment):
         k = draw_layer(self.layers, ctx.generator)
         acquisition.prepare(ctx)
         with _FrozenEval(model):
-            if self.has_policy or acquisition.pair_scorer_reads_maps:
-                # protocol.pool_subset=null caches the whole pool: 12-19 GB for CIFAR or SVHN
-                check_fits(
-                    cache_bytes(model, ctx.data.x_train, 2 * n_pairs, k),
-                    ctx.data.x_train.device,
-                    f"{type(self).__name__}'s feature maps h^{k} of {2 * n_pairs} candidates",
-                    "set protocol.pool_subset (the paper's 2000)",
-                )
-                h_first = cached_features(model, ctx.data.x_train, first, k, ctx.score_batch_size)
-                h_second = cached_features(model, ctx.data.x_train, second, k, ctx.score_batch_size)
-            else:  # nothing would read h^k (LADA_VaalMix^fixed): (P, 0) placeholders
-                h_first = h_second = ctx.data.x_train.new_empty(n_pairs, 0)
+            h_first, h_second = self._pair_maps(acquisition, ctx, first, second, k)
             scorer = acquisition.pair_scorer(ctx, first, second, k, h_first, h_second)
             if self.estimator == "tabulated":
                 scorer = TabulatedScorer(
@@ -236,6 +225,29 @@ class InfoMixup(Augment):
         self.query_scores = total[rows].repeat(2)
         self.query_partners = torch.cat([second[rows], first[rows]])
         return torch.cat([first[rows], second[rows]])
+
+    def _pair_maps(
+        self,
+        acquisition: Acquisition,
+        ctx: AcquisitionContext,
+        first: torch.Tensor,
+        second: torch.Tensor,
+        k: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's cached h^k of both members of every pair, for the policy and the
+        pair scorer; (P, 0) placeholders when nothing reads them (LADA_VaalMix^fixed)."""
+        n_pairs, x = first.numel(), ctx.data.x_train
+        if not (self.has_policy or acquisition.pair_scorer_reads_maps):
+            return x.new_empty(n_pairs, 0), x.new_empty(n_pairs, 0)
+        # protocol.pool_subset=null caches the whole pool: 12-19 GB for CIFAR or SVHN
+        check_fits(
+            cache_bytes(ctx.model, x, 2 * n_pairs, k),
+            x.device,
+            f"{type(self).__name__}'s feature maps h^{k} of {2 * n_pairs} candidates",
+            "set protocol.pool_subset (the paper's 2000)",
+        )
+        h_first = cached_features(ctx.model, x, first, k, ctx.score_batch_size)
+        return h_first, cached_features(ctx.model, x, second, k, ctx.score_batch_size)
 
     @torch.no_grad()
     def virtual_scores(self, scorer: PairScorer, tau: torch.Tensor) -> torch.Tensor:
