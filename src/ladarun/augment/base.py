@@ -42,7 +42,7 @@ class Augment:
         if self.needs_per_instance_score and not acquisition.per_instance:
             raise ConfigError(
                 f"acquisition={acquisition_name} selects a batch and has no per-instance score, so it cannot "
-                f"drive the look-ahead augmentation {type(self).__name__}; use acquisition=ent, var, vaal or bald "
+                f"drive the look-ahead augmentation {type(self).__name__}; use acquisition=ent, var, margin, vaal or bald "
                 f"with it, or augment=none with {acquisition_name}"
             )
 

@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from ..conf import CONF_DIR
 
 DATASETS = ("fashion", "svhn", "cifar10")  # the paper's dataset columns, in its order
-GROUPS = ("Baselines", "Entropy-based", "VAAL-based", "VarRatio-based")
+BEYOND_GROUP = "Beyond the paper"  # rows the paper does not have (beyond_rows.csv)
+GROUPS = ("Baselines", "Entropy-based", "VAAL-based", "VarRatio-based", BEYOND_GROUP)
 OTHER_GROUP = "Other"  # runs whose (acquisition, augment) pair is not a Table 1 row
 
 
@@ -43,25 +44,27 @@ def row_key(acquisition: str, augment: str) -> str:
 
 @lru_cache(maxsize=1)
 def rows() -> tuple[Row, ...]:
-    """Every row of Table 1 in the paper's order."""
-    text = resources.files(__package__).joinpath("paper_table1.csv").read_text()
+    """Every row of Table 1 in the paper's order, then the rows beyond the paper
+    (``beyond_rows.csv``: key, group, label), which have no paper values."""
     out = []
-    for r in csv.DictReader(text.splitlines()):
-        assert r["group"] in GROUPS, r
-        acquisition, augment = method_pair(r["key"])
-        assert r["key"] == row_key(acquisition, augment), (r["key"], acquisition, augment)
-        out.append(
-            Row(
-                key=r["key"],
-                group=r["group"],
-                label=r["label"],
-                acquisition=acquisition,
-                augment=augment,
-                paper_acc={d: (float(r[d]), float(r[f"{d}_std"])) for d in DATASETS},
-                paper_time=float(r["time"]) if r["time"] else None,
-                paper_param=r["param"],
+    for name in ("paper_table1.csv", "beyond_rows.csv"):
+        text = resources.files(__package__).joinpath(name).read_text()
+        for r in csv.DictReader(text.splitlines()):
+            assert r["group"] in GROUPS, r
+            acquisition, augment = method_pair(r["key"])
+            assert r["key"] == row_key(acquisition, augment), (r["key"], acquisition, augment)
+            out.append(
+                Row(
+                    key=r["key"],
+                    group=r["group"],
+                    label=r["label"],
+                    acquisition=acquisition,
+                    augment=augment,
+                    paper_acc={d: (float(r[d]), float(r[f"{d}_std"])) for d in DATASETS if d in r},
+                    paper_time=float(r["time"]) if r.get("time") else None,
+                    paper_param=r.get("param", ""),
+                )
             )
-        )
     return tuple(out)
 
 
