@@ -92,7 +92,8 @@ def main() -> None:
     record = cache.record(spec, cfg.dataset.name, data.x_train)
     print(f"{record['path']}: {spec.settings()}")
     print(
-        f"built in {record['build_s']:.0f} s on {record['threads']} thread(s); "
+        f"built in {record['build_s']:.0f} s ({record.get('build_cpu_s', float('nan')):.0f} CPU s) "
+        f"on {record['threads']} thread(s); "
         f"read or built here in {time.perf_counter() - t0:.0f} s"
     )
     if args.quality:

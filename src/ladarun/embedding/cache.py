@@ -101,7 +101,7 @@ class EmbeddingCache:
             if path.exists():  # another process built it while this one waited
                 return {**self._load(path, expected, x.shape[0]), "path": path}
             log.info("embedding: building %s for %s (cached as %s)", spec.name, dataset, path)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             features, encoder = spec.train(x)
             record = {
                 "format": FORMAT,
@@ -109,12 +109,16 @@ class EmbeddingCache:
                 "dataset": dataset,
                 "settings": spec.settings(),
                 "build_s": time.perf_counter() - t0,
+                # CPU seconds of this process: the cost on a shared machine, where wall time is not
+                "build_cpu_s": time.process_time() - cpu0,
                 "threads": torch.get_num_threads(),
                 "features": features,
                 "encoder": encoder,
             }
             self._save(path, record)
-            log.info("embedding: built in %.0f s", record["build_s"])
+            log.info(
+                "embedding: built in %.0f s (%.0f CPU s)", record["build_s"], record["build_cpu_s"]
+            )
         return {**record, "path": path}
 
     def derived(self, embedding: Path, name: str, compute: Callable[[], float]) -> float:
