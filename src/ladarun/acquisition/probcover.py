@@ -59,6 +59,11 @@ def purity_delta(features: torch.Tensor, classes: int, purity: float, seed: int)
     return float(r2.sort(descending=True).values[m - 1].sqrt())
 
 
+def delta_key(classes: int, purity: float) -> str:
+    """The name under which the purity rule's δ is kept beside its embedding in the cache."""
+    return f"probcover_delta_classes{classes}_purity{purity}"
+
+
 def probcover_picks(
     features: torch.Tensor,
     delta: float,
@@ -131,7 +136,7 @@ class ProbCover(EmbeddingAcquisition):
             assert self.cache is not None and self.cache_file is not None  # features() set them
             found = self.cache.derived(
                 self.cache_file,
-                f"probcover_delta_classes{classes}_purity{self.purity}",
+                delta_key(classes, self.purity),
                 lambda: purity_delta(features, classes, self.purity, self.spec.seed),
             )
             if not found > 0:
