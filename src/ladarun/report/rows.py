@@ -46,25 +46,29 @@ def row_key(acquisition: str, augment: str) -> str:
 def rows() -> tuple[Row, ...]:
     """Every row of Table 1 in the paper's order, then the rows beyond the paper
     (``beyond_rows.csv``: key, group, label), which have no paper values."""
+    text = resources.files(__package__).joinpath("paper_table1.csv").read_text()
     out = []
-    for name in ("paper_table1.csv", "beyond_rows.csv"):
-        text = resources.files(__package__).joinpath(name).read_text()
-        for r in csv.DictReader(text.splitlines()):
-            assert r["group"] in GROUPS, r
-            acquisition, augment = method_pair(r["key"])
-            assert r["key"] == row_key(acquisition, augment), (r["key"], acquisition, augment)
-            out.append(
-                Row(
-                    key=r["key"],
-                    group=r["group"],
-                    label=r["label"],
-                    acquisition=acquisition,
-                    augment=augment,
-                    paper_acc={d: (float(r[d]), float(r[f"{d}_std"])) for d in DATASETS if d in r},
-                    paper_time=float(r["time"]) if r.get("time") else None,
-                    paper_param=r.get("param", ""),
-                )
+    for r in csv.DictReader(text.splitlines()):
+        assert r["group"] in GROUPS, r
+        acquisition, augment = method_pair(r["key"])
+        assert r["key"] == row_key(acquisition, augment), (r["key"], acquisition, augment)
+        out.append(
+            Row(
+                key=r["key"],
+                group=r["group"],
+                label=r["label"],
+                acquisition=acquisition,
+                augment=augment,
+                paper_acc={d: (float(r[d]), float(r[f"{d}_std"])) for d in DATASETS},
+                paper_time=float(r["time"]) if r["time"] else None,
+                paper_param=r["param"],
             )
+        )
+    beyond = resources.files(__package__).joinpath("beyond_rows.csv").read_text()
+    for r in csv.DictReader(beyond.splitlines()):
+        assert r["group"] == BEYOND_GROUP, r
+        acquisition, augment = method_pair(r["key"])
+        out.append(Row(r["key"], r["group"], r["label"], acquisition, augment, {}, None, ""))
     return tuple(out)
 
 
