@@ -26,6 +26,8 @@ BEYOND = {
     "margin_infomixup": ("mix_layer", "tau_mean", "virtual_score", "policy_loss"),
 }
 DIGITS = ["dataset=digits", "protocol=smoke", "progress=false"]
+# a 2-epoch embedding keeps the tests fast; the settings are the same for every embedding row
+SHORT = ["acquisition.embedding.epochs=2"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,8 @@ def cache(tmp_path_factory):
 
 @pytest.mark.parametrize("method", sorted(BEYOND))
 def test_each_new_row_runs_on_digits_with_the_smoke_protocol(compose_cfg, tmp_path, cache, method):
-    cfg = compose_cfg(DIGITS + [f"method={method}", f"embedding_cache={cache}"])
+    short = SHORT if method in ("typiclust", "probcover") else []
+    cfg = compose_cfg(DIGITS + [f"method={method}", f"embedding_cache={cache}", *short])
     run_from_config(cfg, tmp_path)
     metrics = read_csv(tmp_path / "metrics.csv")
     assert [int(r["n_labeled"]) for r in metrics] == [20, 24, 28]
@@ -51,7 +54,9 @@ def test_each_new_row_runs_on_digits_with_the_smoke_protocol(compose_cfg, tmp_pa
 def test_the_digits_embedding_was_built_once_for_every_row_and_seed(compose_cfg, tmp_path, cache):
     for method in ("typiclust", "probcover"):
         run_from_config(
-            compose_cfg(DIGITS + [f"method={method}", f"embedding_cache={cache}", "seed=1"]),
+            compose_cfg(
+                DIGITS + [f"method={method}", f"embedding_cache={cache}", "seed=1", *SHORT]
+            ),
             tmp_path / method,
         )
     assert len(list(cache.glob("digits-simclr-*.pt"))) == 1
