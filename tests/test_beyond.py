@@ -281,3 +281,15 @@ def test_only_margin_can_drive_a_look_ahead():
     ):
         with pytest.raises(ConfigError, match=f"acquisition={name} selects a batch"):
             LookAhead().check_compatible(acq, name)
+
+
+def test_whole_pool_chooses_from_every_unlabeled_point_as_the_papers():
+    ctx = make_ctx(n=60, labeled=6)
+    features = torch.nn.functional.normalize(torch.randn(60, 8, generator=gen(2)), dim=1)
+    acq = _with_features(ProbCover(TINY, delta=0.8, whole_pool=True), ctx, features)
+    chosen = acq.select(ctx, torch.arange(30, 34), 4)
+    ctx.generator.manual_seed(0)
+    expected, _, _, _ = probcover_picks(features, 0.8, ctx.labeled, ctx.pool, 4, ctx.generator)
+    assert chosen.tolist() == expected.tolist() and (chosen >= 6).all()
+    typi = _with_features(TypiClust(TINY, min_cluster_size=0, whole_pool=True), ctx, features)
+    assert (typi.select(ctx, torch.arange(30, 34), 4) >= 6).all()
