@@ -132,3 +132,31 @@ def test_estimator_section_times_both_estimators_of_each_look_ahead_row(tmp_path
             assert e["acquire_speedup"] == 1.0
     md = (tmp_path / "bench.md").read_text()
     assert "Look-ahead estimators" in md and "machine shared with a sweep" in md
+
+
+def test_the_beyond_benchmark_runs_end_to_end_and_writes_its_report(tmp_path):
+    import beyond
+
+    beyond.main(
+        [
+            "--repeats",
+            "1",
+            "--labeled",
+            "24",
+            "--out",
+            str(tmp_path),
+            "--embedding-cache",
+            str(tmp_path / "cache"),
+            "--",
+            "dataset=digits",
+            "protocol=smoke",
+        ]
+    )
+    report = json.loads(next(tmp_path.glob("beyond-*.json")).read_text())
+    timed = [r for r in report["rows"] if "row" in r]
+    assert [r["row"] for r in timed] == [r.label for r in beyond.ROWS]
+    assert all(r["ratio_median"] > 0 and r["acquire_s"] > 0 for r in timed)
+    assert {r["row"] for r in timed if r["target"] == 3.0} == set(beyond.TARGET_ROWS)
+    embedding = next(r["embedding"] for r in report["rows"] if "embedding" in r)
+    assert embedding["simclr_build_s"] > 0 and embedding["delta"] > 0
+    assert "| 24 | TypiClust |" in (tmp_path / "beyond.md").read_text()

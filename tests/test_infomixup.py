@@ -270,7 +270,7 @@ def test_look_ahead_needs_a_per_instance_score():
         per_instance = False
 
     for aug in (InfoMixup(), FixedInfoMixup()):
-        with pytest.raises(ConfigError, match="acquisition=ent, var, vaal or bald"):
+        with pytest.raises(ConfigError, match="acquisition=ent, var, margin, vaal or bald"):
             aug.check_compatible(BatchOnly(), "coreset")
     InfoMixup().check_compatible(VarRatio(), "var")
 

@@ -233,7 +233,7 @@ def test_look_ahead_stn_needs_a_per_instance_score():
         per_instance = False
 
     for aug in (InfoSTN(), FixedInfoSTN()):
-        with pytest.raises(ConfigError, match="acquisition=ent, var, vaal or bald"):
+        with pytest.raises(ConfigError, match="acquisition=ent, var, margin, vaal or bald"):
             aug.check_compatible(BatchOnly(), "coreset")
     with pytest.raises(ConfigError, match="augment.bound"):
         InfoSTN(bound=0)

@@ -47,5 +47,5 @@ def test_all_rows_reach_the_same_iteration_0_accuracy(compose_cfg, tmp_path, mon
         rows = read_csv(out / "metrics.csv")
         assert rows[0]["iteration"] == "0"
         accuracy[method] = (rows[0]["test_acc"], rows[0]["train_loss"])
-    assert len(accuracy) == 18
+    assert len(accuracy) == len(METHODS) == 24  # the paper's 18 rows and the 6 beyond it
     assert len(set(accuracy.values())) == 1, accuracy

@@ -15,7 +15,7 @@ def sweep_params(compose_hydra, preset):
 
 def test_paper_table_transcription_spot_checks():
     by_label = {r.label: r for r in rows()}
-    assert len(rows()) == 18
+    assert len([r for r in rows() if r.group != "Beyond the paper"]) == 18
     assert by_label["LADA_VarMix"].paper_acc["fashion"] == (84.47, 0.89)
     assert by_label["VAAL"].paper_acc["cifar10"] == (39.82, 0.86)
     assert by_label["LADA_VaalMix"].paper_acc["svhn"] == (77.92, 0.51)

@@ -17,8 +17,9 @@ acquisitions (Coreset, BADGE) have neither and say so with ``per_instance = Fals
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
@@ -109,6 +110,11 @@ class Acquisition:
         self, ctx: AcquisitionContext, candidates: torch.Tensor, budget: int
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def use_cache(self, folder: Union[str, os.PathLike[str]]) -> None:
+        """Where to keep what is the same for every run of a dataset (the config key
+        ``embedding_cache``: TypiClust's and ProbCover's embedding). The runner calls it once,
+        before any data is loaded; most acquisitions keep nothing there."""
 
     def prepare(self, ctx: AcquisitionContext) -> None:
         """Called once per iteration before any scoring: train auxiliary networks here (VAAL).

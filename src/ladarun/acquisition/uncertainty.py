@@ -37,3 +37,15 @@ class VarRatio(ScoreAcquisition):
 
     def score_probs(self, probs: torch.Tensor) -> torch.Tensor:
         return 1.0 - probs.max(dim=1).values
+
+
+class Margin(ScoreAcquisition):
+    """Margin: one minus the gap between the two largest class probabilities, ``1 - (p_(1) - p_(2))``.
+
+    The smallest margin is the most informative, so the score is its complement, in [0, 1]. A
+    subgradient flows through both top probabilities, so a look-ahead can drive it (LADA_MarginMix).
+    """
+
+    def score_probs(self, probs: torch.Tensor) -> torch.Tensor:
+        top = probs.topk(2, dim=1).values
+        return 1.0 - (top[:, 0] - top[:, 1])

@@ -41,9 +41,9 @@ class Augment:
         """Raise ConfigError when this augmentation cannot work with ``acquisition``."""
         if self.needs_per_instance_score and not acquisition.per_instance:
             raise ConfigError(
-                f"acquisition={acquisition_name} selects a batch and has no per-instance score, so it cannot "
-                f"drive the look-ahead augmentation {type(self).__name__}; use acquisition=ent, var, vaal or bald "
-                f"with it, or augment=none with {acquisition_name}"
+                f"acquisition={acquisition_name} selects a batch and has no per-instance score, so it "
+                f"cannot drive the look-ahead augmentation {type(self).__name__}; use acquisition=ent, "
+                f"var, margin, vaal or bald with it, or augment=none with {acquisition_name}"
             )
 
     def check_protocol(self, protocol: Protocol) -> None:

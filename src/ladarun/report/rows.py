@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from ..conf import CONF_DIR
 
 DATASETS = ("fashion", "svhn", "cifar10")  # the paper's dataset columns, in its order
-GROUPS = ("Baselines", "Entropy-based", "VAAL-based", "VarRatio-based")
+BEYOND_GROUP = "Beyond the paper"  # rows the paper does not have (beyond_rows.csv)
+GROUPS = ("Baselines", "Entropy-based", "VAAL-based", "VarRatio-based", BEYOND_GROUP)
 OTHER_GROUP = "Other"  # runs whose (acquisition, augment) pair is not a Table 1 row
 
 
@@ -43,7 +44,8 @@ def row_key(acquisition: str, augment: str) -> str:
 
 @lru_cache(maxsize=1)
 def rows() -> tuple[Row, ...]:
-    """Every row of Table 1 in the paper's order."""
+    """Every row of Table 1 in the paper's order, then the rows beyond the paper
+    (``beyond_rows.csv``: key, group, label), which have no paper values."""
     text = resources.files(__package__).joinpath("paper_table1.csv").read_text()
     out = []
     for r in csv.DictReader(text.splitlines()):
@@ -62,6 +64,11 @@ def rows() -> tuple[Row, ...]:
                 paper_param=r["param"],
             )
         )
+    beyond = resources.files(__package__).joinpath("beyond_rows.csv").read_text()
+    for r in csv.DictReader(beyond.splitlines()):
+        assert r["group"] == BEYOND_GROUP, r
+        acquisition, augment = method_pair(r["key"])
+        out.append(Row(r["key"], r["group"], r["label"], acquisition, augment, {}, None, ""))
     return tuple(out)
 
 

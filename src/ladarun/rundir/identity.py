@@ -12,10 +12,12 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 from ..errors import ConfigError, DamagedFileError, UnsafePathError
 from .files import CHECKPOINT, RUN_CONFIG, SUMMARY, read_json
 
-# Config keys that may differ between two invocations of the same run: where data lives, the
-# progress bar, checkpointing, and the labels of the Table 1 row or sweep preset that chose it.
+# Config keys that may differ between two invocations of the same run: where data (and the cached
+# embedding) live, the progress bar, checkpointing, and the labels of the Table 1 row or sweep
+# preset that chose it.
 OPERATIONAL_KEYS = (
     "data_dir",
+    "embedding_cache",
     "progress",
     "checkpoint",
     "keep_checkpoint",
