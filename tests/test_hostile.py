@@ -2,9 +2,19 @@
 none can come back. Each reproduces the fault, then checks that it ends in one line naming the
 fix, that nothing finished is lost, and that nothing outside the run folder is written.
 
-The cases of the issue that live with their owners: the report tools on damaged and mixed runs
-(test_aggregate.py, test_queries.py), a sweep's workers and Ctrl-C on a sweep, and planning at
-scale (test_launchers.py, test_slurm_launcher.py), the GPU audit's findings (test_runtime.py...).
+The cases of the issue that live with their owners, by the issue's numbers:
+ 4, 10, 13  the report tools on damaged, wrong-shaped and mixed runs: test_aggregate.py
+            (test_a_summary_of_the_wrong_shape_is_one_unusable_run, test_protocols_are_never_
+            averaged_together, test_a_run_whose_loss_diverged_is_named_as_such...) and
+            test_class_balance.py (test_protocols_are_reported_apart_and_a_seed_is_counted_once,
+            test_a_crafted_checkpoint_is_never_unpickled, test_bad_report_options_are_one_line...);
+ 8, 12      a sweep's workers end with their parent, Ctrl-C on a sweep is one line per run:
+            test_sweep_interrupts.py (slow), test_sweep_guards.py;
+ 12         a full disk at start or relaunch: test_faults.py (test_a_full_disk_is_one_line...,
+            test_a_real_full_disk_through_the_command_line);
+ at scale   planning 270 jobs, finished runs left out before any worker: test_sweep_planning.py;
+ GPU audit  the findings a CPU can guard: test_gpu_path.py, test_sweep_guards.py and the two at
+            the end of this module (docs/gpu.md has the table).
 """
 
 from __future__ import annotations

@@ -142,3 +142,25 @@ def test_committed_runs_made_before_these_keys_are_still_finished(run):
     best = json.loads((folder / "summary.json").read_text())["best_acc"]
     assert check_existing(folder, now, lambda: default_config(now)) == best
     assert Path(folder / "metrics.csv").exists()
+
+
+def test_the_table_shows_the_validation_selected_accuracy_only_where_runs_have_one(
+    compose_cfg, tmp_path
+):
+    from ladarun.report.table import aggregate
+    from ladarun.report.render import BEST_VAL, to_csv, to_markdown
+
+    expected = []
+    for seed in (0, 1):
+        out = tmp_path / "val" / f"seed{seed}"
+        run_from_config(compose_cfg([*SMOKE, "protocol.val_size=10", f"seed={seed}"]), out)
+        expected.append(json.loads((out / "summary.json").read_text())["best_val_test_acc"])
+    run_from_config(compose_cfg(SMOKE), tmp_path / "plain" / "seed0")
+    with_val = aggregate(tmp_path / "val")
+    mean, std = sum(expected) / 2, float(torch.tensor(expected).std())
+    assert f"{mean:.2f} ± {std:.2f}" in to_markdown(with_val, tmp_path / "val")
+    assert BEST_VAL in to_markdown(with_val, tmp_path / "val")
+    assert to_csv(with_val)["best_val_test_acc_mean"].tolist() == pytest.approx([mean])
+    plain = aggregate(tmp_path / "plain")
+    assert BEST_VAL not in to_markdown(plain, tmp_path / "plain")
+    assert "best_val_test_acc_mean" not in to_csv(plain)

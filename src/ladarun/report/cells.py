@@ -259,8 +259,19 @@ def cell_values(
         "cpu": cpu_of(done),
         "timing": references([*done, *reruns]),
     }
-    for metric, attribute in (("best", "best_acc"), ("final", "final_acc"), ("area", "area")):
-        values = [_measured(getattr(r, attribute)) for r in done]
+    for metric, attribute in (
+        ("best", "best_acc"),
+        ("final", "final_acc"),
+        ("area", "area"),
+        ("best_val", "best_val_test_acc"),
+    ):
+        # Best (val) exists only for runs with a validation set; the others always have a value.
+        values = [
+            math.nan
+            if metric == "best_val" and getattr(r, attribute) is None
+            else _measured(getattr(r, attribute))
+            for r in done
+        ]
         out[f"{metric}_values"] = values
         out[f"{metric}_mean"], out[f"{metric}_std"] = _mean_std(values)
     return out

@@ -21,6 +21,8 @@ from .runs import Run
 from .stats import ALPHA, NULL_DRAWS, NULL_RATES, NULL_SEEDS
 
 BEST = "Best (test-selected)"
+#: The test accuracy at each run's best validation iteration (protocol.val_size > 0 only).
+BEST_VAL = "Best (val-selected)"
 
 
 def _rates() -> str:
@@ -56,6 +58,10 @@ CAPTION = (
     + BOLD_RULE
     + " Ablations (a row run with a non-default setting, labelled [key=value]) are listed in their own "
     "section and never bold. Groups whose rows have different seed counts are listed under Notes."
+)
+VAL_CAPTION = (
+    f" {BEST_VAL} (runs that held out a validation set, protocol.val_size > 0) = the test accuracy "
+    "at each run's best validation iteration: model selection without the test set; never bold."
 )
 PAPER_CAPTION = (
     " Paper: the paper's Table 1 (mean ± std over 5 seeds, measured under its protocol: ResNet-18, "
@@ -107,6 +113,8 @@ def formatted(part: pd.DataFrame, paper: bool, bold: str = "**{}**") -> pd.DataF
     out["Acq. time"] = part["acq_ratio"].map(_rat)
     out["Param"] = part["param"].map(_param)
     out[BEST] = [_acc(m, s) for m, s in zip(part["best_mean"], part["best_std"])]
+    if part["best_val_mean"].notna().any():  # runs with protocol.val_size > 0
+        out[BEST_VAL] = [_acc(m, s) for m, s in zip(part["best_val_mean"], part["best_val_std"])]
     if paper:
         out["Paper"] = [_acc(m, s) for m, s in zip(part["paper_mean"], part["paper_std"])]
         out["Δ"] = part["diff"].map(lambda x: _num(x, "{:+.2f}"))
@@ -132,8 +140,14 @@ def tables(agg: Aggregate) -> Iterator[tuple[str, str, pd.DataFrame, pd.DataFram
             yield sid, dataset, part[~part["is_variant"]], part[part["is_variant"]]
 
 
+def _has_val(agg: Aggregate) -> bool:
+    """Whether any run held out a validation set (the Best (val-selected) column is shown)."""
+    return bool(len(agg.cells)) and bool(agg.cells["best_val_mean"].notna().any())
+
+
 def to_markdown(agg: Aggregate, root: Path, paper: bool = False) -> str:
-    lines = [f"# Table 1 from {root}", "", CAPTION + (PAPER_CAPTION if paper else ""), ""]
+    caption = CAPTION + (VAL_CAPTION if _has_val(agg) else "") + (PAPER_CAPTION if paper else "")
+    lines = [f"# Table 1 from {root}", "", caption, ""]
     last = None
     for sid, dataset, main_rows, ablations in tables(agg):
         if sid != last:
@@ -197,6 +211,8 @@ def to_csv(agg: Aggregate, paper: bool = False) -> pd.DataFrame:
         lambda p: p if isinstance(p, str) or (isinstance(p, float) and math.isnan(p)) else int(p)
     )
     columns = {**CSV_COLUMNS, **({c: c for c in PAPER_COLUMNS} if paper else {})}
+    if df["best_val_mean"].notna().any():  # runs with a validation set
+        columns.update(best_val_mean="best_val_test_acc_mean", best_val_std="best_val_test_acc_std")
     return df[list(columns)].rename(columns=columns)
 
 
@@ -297,7 +313,7 @@ def to_latex(agg: Aggregate, paper: bool = False, label: str = "tab:table1") -> 
     """One booktabs table per section and dataset (needs \\usepackage{booktabs}), each with
     ``\\label{<label>-<protocol>-<model>-<dataset>}`` (the section's changed values included);
     ablations in a table of their own (``...-ablations``)."""
-    out = [f"% ladarun-table. {CAPTION}", ""]
+    out = [f"% ladarun-table. {CAPTION}{VAL_CAPTION if _has_val(agg) else ''}", ""]
     labels: set[str] = set()
     for sid, dataset, main_rows, ablations in tables(agg):
         heading = f"{_tex(agg.sections[sid])}; {dataset_label(dataset)}"

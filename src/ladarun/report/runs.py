@@ -148,6 +148,18 @@ class Run:
         return float(self.metrics["test_acc"].mean())
 
     @property
+    def best_val_test_acc(self) -> Optional[float]:
+        """Test accuracy at the iteration of best validation accuracy (ties: the later), as
+        summary.json's ``best_val_test_acc``; None for runs without a validation set."""
+        if self.metrics is None or "val_acc" not in self.metrics:
+            return None
+        scored = self.metrics.dropna(subset=["val_acc"])
+        if scored.empty:
+            return None
+        at_best = scored[scored["val_acc"] == scored["val_acc"].max()]
+        return float(at_best["test_acc"].iloc[-1])
+
+    @property
     def aux_params(self) -> Optional[int]:
         value = (self.summary or {}).get("aux_params")
         return None if value is None else int(value)
