@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -282,6 +283,13 @@ def ladarun(*args, cwd, env_extra=None) -> CliResult:
             else:
                 os.environ[key] = value
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def sigint_as_a_terminal_gives_it() -> None:
+    """``preexec_fn`` for a subprocess a test will Ctrl-C: SIGINT back to its default, as a
+    terminal's foreground job has it. A shell's background job (``make test &``, ``nohup``) starts
+    with SIGINT ignored, which its children inherit; Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def ladarun_process(*args, cwd, env_extra=None) -> subprocess.CompletedProcess:

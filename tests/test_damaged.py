@@ -8,7 +8,16 @@ import time
 
 import pytest
 
-from helpers import LADARUN, SMOKE, Crash, crash_at_evaluation, read_csv, stopped_toy_run, toy_run
+from helpers import (
+    LADARUN,
+    SMOKE,
+    Crash,
+    crash_at_evaluation,
+    read_csv,
+    sigint_as_a_terminal_gives_it,
+    stopped_toy_run,
+    toy_run,
+)
 from ladarun.errors import ConfigError, DamagedFileError
 from ladarun.runner import run_from_config
 
@@ -61,7 +70,14 @@ def test_ctrl_c_ends_in_one_line_saying_how_to_resume(tmp_path):
     args = [str(LADARUN), *SMOKE, "protocol.iterations=40", "protocol.epochs=200"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("LADARUN_DATA", None)
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_as_a_terminal_gives_it,
+    )
     metrics = (
         tmp_path
         / "outputs"

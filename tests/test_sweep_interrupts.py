@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import LADARUN, SMOKE, ladarun
+from helpers import LADARUN, SMOKE, ladarun, sigint_as_a_terminal_gives_it
 from ladarun.launchers import iterations_done
 from ladarun.rundir.lock import running_owner
 
@@ -35,6 +35,7 @@ def start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a shell gives a foreground job
+        preexec_fn=sigint_as_a_terminal_gives_it,
     )
 
 

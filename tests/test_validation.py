@@ -147,8 +147,8 @@ def test_committed_runs_made_before_these_keys_are_still_finished(run):
 def test_the_table_shows_the_validation_selected_accuracy_only_where_runs_have_one(
     compose_cfg, tmp_path
 ):
-    from ladarun.report.table import aggregate
     from ladarun.report.render import BEST_VAL, to_csv, to_markdown
+    from ladarun.report.table import aggregate
 
     expected = []
     for seed in (0, 1):
