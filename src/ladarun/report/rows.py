@@ -4,8 +4,8 @@ Each fact lives in one place. ``paper_table1.csv`` beside this module is the pap
 every row's key, group and label in the paper's order, with its values (transcribed from the
 paper's Table 1; the paper's PDF text shifts the group labels down by one row, the groups here
 are the paper's own). ``conf/method/<key>.yaml`` says which acquisition and augment the row
-runs (the ``method=`` option); the sweep presets run every file of ``conf/method/``
-(``method: glob(*)``). The aggregator names and orders table rows from here.
+runs (the ``method=`` option); the paper's sweep presets run every file of ``conf/method/``
+but the rows beyond the paper (``glob(*,exclude=[...])``). The aggregator names and orders table rows from here.
 """
 
 from __future__ import annotations
