@@ -161,3 +161,16 @@ def test_the_beyond_budget_preset_runs_the_new_rows_and_references_cheapest_firs
     # the same settings as table1_budget's rows
     for key in ("protocol", "model", "dataset", "aux"):
         assert cfg[key] == budget[key], key
+
+
+def test_a_config_saved_before_the_embedding_cache_key_still_builds(compose_cfg):
+    """A run's .hydra/config.yaml from before 0.4.0 has no embedding_cache (rerun_check.py and
+    ladarun.run read such files); only the rows that choose in an embedding need it."""
+    from omegaconf import OmegaConf
+
+    from ladarun.config import check_settings
+
+    cfg = compose_cfg(DIGITS + ["method=margin"])
+    OmegaConf.set_struct(cfg, False)
+    del cfg["embedding_cache"]
+    assert type(check_settings(cfg).acquisition).__name__ == "Margin"

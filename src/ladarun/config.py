@@ -106,7 +106,8 @@ def check_settings(cfg: DictConfig) -> Parts:
     SpeedOptions(**cfg.speed).check_device(device)
     protocol = build(cfg.protocol)
     acquisition = build(cfg.acquisition)
-    acquisition.use_cache(cfg.embedding_cache)  # TypiClust's and ProbCover's embedding
+    if cfg.get("embedding_cache") is not None:  # a config saved before 0.4.0 has none
+        acquisition.use_cache(cfg.embedding_cache)  # TypiClust's and ProbCover's embedding
     augment = build(cfg.augment)
     augment.check_compatible(acquisition, cfg.acquisition.name)
     augment.check_protocol(protocol)
