@@ -174,3 +174,17 @@ def test_a_config_saved_before_the_embedding_cache_key_still_builds(compose_cfg)
     OmegaConf.set_struct(cfg, False)
     del cfg["embedding_cache"]
     assert type(check_settings(cfg).acquisition).__name__ == "Margin"
+
+
+def test_the_beyond_preset_declares_its_primary_family_without_self_comparisons():
+    from ladarun.report.family import declared
+
+    spec = declared("beyond_budget")
+    assert spec is not None and spec.metrics == ("final", "area")
+    pairs = spec.pairs()
+    assert ("margin", "margin") not in pairs and all(a != b for a, b in pairs)
+    for baseline in ("margin", "typiclust", "probcover", "alfamix"):
+        assert [o for r, o in pairs if r == baseline] == ["random", "badge"]
+    for lada in ("margin_infomixup_fixed", "margin_infomixup"):
+        assert [o for r, o in pairs if r == lada] == ["random", "badge", "margin"]
+    assert len(pairs) * len(spec.metrics) == 28  # the family Holm corrects over

@@ -207,7 +207,7 @@ def test_primary_on_a_folder_whose_preset_declares_none_names_those_that_do(runs
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "declares a primary family" in err
-    assert "the presets that do: table1, table1_budget, table1_quick" in err
+    assert "the presets that do: beyond_budget, table1, table1_budget, table1_quick" in err
 
 
 def test_runs_folder_that_is_a_file_is_one_line(tmp_path):

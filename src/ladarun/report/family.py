@@ -36,12 +36,13 @@ class FamilySpec:
     metrics: tuple[str, ...]
 
     def pairs(self) -> list[tuple[str, str]]:
-        """(row, other) of every declared comparison, in the declared order."""
+        """(row, other) of every declared comparison, in the declared order; never a row with
+        itself (a baseline's base is itself)."""
         out = []
         for row in self.rows:
             for other in self.against:
                 pair = (row, base_of(row) if other == BASE else other)
-                if pair not in out:
+                if pair not in out and pair[0] != pair[1]:  # Margin's base is Margin
                     out.append(pair)
         return out
 
