@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -283,6 +284,28 @@ def ladarun(*args, cwd, env_extra=None) -> CliResult:
             else:
                 os.environ[key] = value
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def in_mount_namespace(script: str, cwd) -> subprocess.CompletedProcess:
+    """Run the shell ``script`` as root of a private user and mount namespace (``unshare -rm``),
+    where it may mount a tmpfs or bind a folder read-only; ``ladarun`` in it runs one thread,
+    without LADARUN_DATA."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("LADARUN_DATA", None)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def _can_mount() -> bool:
+    probe = "mount -t tmpfs -o size=1m tmpfs /mnt"
+    return shutil.which("unshare") is not None and (
+        subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
+    )
+
+
+#: Whether in_mount_namespace can mount here (user namespaces allowed).
+CAN_MOUNT = _can_mount()
 
 
 def sigint_as_a_terminal_gives_it() -> None:

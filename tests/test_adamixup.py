@@ -13,6 +13,7 @@ from helpers import (
     read_csv,
     tiny_protocol,
     toy_data,
+    toy_run,
     trained_model,
     without_timings,
 )
@@ -313,19 +314,7 @@ def test_a_non_finite_region_stops_the_run_with_one_clear_error(tmp_path):
     with pytest.raises(
         ConfigError, match=r"^AdaMixup's policy region .* non-finite.*smaller augment\.lr"
     ) as err:
-        run_active_learning(
-            Experiment(
-                data=toy_data(),
-                model_factory=cnn,
-                acquisition=MaxEntropy(),
-                protocol=tiny_protocol(query=4, pool_subset=20),
-                seed=0,
-                augment=_DivergesAtIteration2(),
-            ),
-            tmp_path,
-            CPU,
-            RunOptions(progress=False),
-        )
+        toy_run(tmp_path, None, _DivergesAtIteration2(), query=4, pool_subset=20)
     assert "\n" not in str(err.value)
     rows = read_csv(tmp_path / "metrics.csv")
     assert [int(r["iteration"]) for r in rows] == [0, 1]  # the finished iterations are kept

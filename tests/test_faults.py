@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import subprocess
 
 import pytest
 
-from helpers import LADARUN, SMOKE, ladarun, read_csv, stopped_toy_run, toy_run
+from helpers import (
+    CAN_MOUNT,
+    LADARUN,
+    SMOKE,
+    in_mount_namespace,
+    ladarun,
+    read_csv,
+    stopped_toy_run,
+    toy_run,
+)
 from ladarun.errors import ConfigError, DamagedFileError, DiskFullError
 from ladarun.runner import run_from_config
 
@@ -156,15 +163,6 @@ def test_a_full_disk_is_one_line_leaves_no_temporary_file_and_the_rerun_resumes(
     assert [int(r["iteration"]) for r in read_csv(tmp_path / "metrics.csv")] == [0, 1, 2, 3, 4]
 
 
-CAN_MOUNT = shutil.which("unshare") is not None and (
-    subprocess.run(
-        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-        capture_output=True,
-    ).returncode
-    == 0
-)
-
-
 @pytest.mark.skipif(not CAN_MOUNT, reason="needs unshare -rm and a tmpfs mount (user namespaces)")
 def test_a_real_full_disk_through_the_command_line(tmp_path):
     """A 1 MiB tmpfs (in a private mount namespace) holds the run folder: the first checkpoint
@@ -182,15 +180,7 @@ def test_a_real_full_disk_through_the_command_line(tmp_path):
         f"ls -a {run}; cat err2\n"
         f"wc -l < {run}/metrics.csv\n"
     )
-    env = {**os.environ, **ONE_THREAD}
-    env.pop("LADARUN_DATA", None)
-    res = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    res = in_mount_namespace(script, tmp_path)
     out = res.stdout
     assert "rc1=2" in out and "rc2=0" in out, out + res.stderr
     first, second = out.split("rc2=")

@@ -33,11 +33,13 @@ import pytest
 import torch
 
 from helpers import (
+    CAN_MOUNT,
     CPU,
     LADARUN,
     SMOKE,
     Crash,
     crash_at_evaluation,
+    in_mount_namespace,
     ladarun,
     read_csv,
     tiny_protocol,
@@ -365,14 +367,6 @@ def test_data_that_cannot_be_read_is_one_line(compose_cfg, tmp_path, monkeypatch
     assert json.loads((tmp_path / "run" / "failed.json").read_text())["error"] == "PermissionError"
 
 
-CAN_MOUNT = shutil.which("unshare") is not None and (
-    subprocess.run(
-        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True
-    ).returncode
-    == 0
-)
-
-
 @pytest.mark.skipif(not CAN_MOUNT, reason="needs unshare -rm and a tmpfs mount (user namespaces)")
 def test_read_only_working_and_run_folders_are_one_line(tmp_path):
     """A read-only file system (root cannot write it either): the working folder, where outputs/
@@ -386,15 +380,7 @@ def test_read_only_working_and_run_folders_are_one_line(tmp_path):
         f"cd {work} && {command} seed=1 2>{tmp_path}/err1; echo rc1=$?; cat {tmp_path}/err1\n"
         f"{command} seed=2 hydra.run.dir={run}/sub 2>{tmp_path}/err2; echo rc2=$?; cat {tmp_path}/err2\n"
     )
-    env = {**os.environ, **ONE_THREAD}
-    env.pop("LADARUN_DATA", None)
-    res = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    res = in_mount_namespace(script, tmp_path)
     out = res.stdout
     assert "rc1=2" in out and "rc2=2" in out, out + res.stderr
     assert "Traceback" not in out

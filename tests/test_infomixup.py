@@ -13,6 +13,7 @@ from helpers import (
     read_csv,
     tiny_protocol,
     toy_data,
+    toy_run,
     trained_model,
     without_timings,
 )
@@ -331,19 +332,7 @@ def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
         if augment is not InfoMixup
         else augment(layers=[1, 2], policy_epochs=2)
     )
-    run_active_learning(
-        Experiment(
-            data=toy_data(),
-            model_factory=cnn,
-            acquisition=acquisition(),
-            protocol=tiny_protocol(query=4, pool_subset=20),
-            seed=0,
-            augment=aug,
-        ),
-        tmp_path,
-        CPU,
-        RunOptions(progress=False),
-    )
+    toy_run(tmp_path, acquisition(), aug, query=4, pool_subset=20)
     rows = read_csv(tmp_path / "metrics.csv")
     assert [int(r["n_labeled"]) for r in rows] == [6, 10, 14, 18]
     for r in rows[1:]:
@@ -355,19 +344,9 @@ def test_smoke_run_of_each_row_writes_its_csv(tmp_path, row):
 
 def test_infomixup_run_resumes_exactly(tmp_path, monkeypatch):
     def go(out, **kw):
-        return run_active_learning(
-            Experiment(
-                data=toy_data(),
-                model_factory=cnn,
-                acquisition=MaxEntropy(),
-                protocol=tiny_protocol(query=4, pool_subset=20),
-                seed=1,
-                augment=InfoMixup(policy_epochs=2),
-            ),
-            out,
-            CPU,
-            RunOptions(progress=False, **kw),
-        )
+        options = RunOptions(progress=False, **kw)
+        augment = InfoMixup(policy_epochs=2)
+        return toy_run(out, None, augment, seed=1, options=options, query=4, pool_subset=20)
 
     go(tmp_path / "straight")
     with monkeypatch.context() as m:

@@ -3,29 +3,17 @@
 import pytest
 import torch
 
-from helpers import CPU, read_csv, tiny_protocol, toy_data
-from ladarun.acquisition import MaxEntropy
+from helpers import CPU, read_csv, toy_data, toy_run
 from ladarun.augment import InfoMixup
 from ladarun.errors import ConfigError
-from ladarun.loop import Experiment, RunOptions, run_active_learning
+from ladarun.loop import RunOptions
 from ladarun.models import cnn
 from ladarun.runtime import SpeedOptions
 
 
 def run(out, speed, augment=None):
-    run_active_learning(
-        Experiment(
-            data=toy_data(),
-            model_factory=cnn,
-            acquisition=MaxEntropy(),
-            protocol=tiny_protocol(query=4, pool_subset=20),
-            seed=0,
-            augment=augment,
-        ),
-        out,
-        CPU,
-        RunOptions(progress=False, speed=speed),
-    )
+    options = RunOptions(progress=False, speed=speed)
+    toy_run(out, None, augment, options=options, query=4, pool_subset=20)
     return read_csv(out / "metrics.csv")
 
 
