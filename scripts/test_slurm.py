@@ -212,6 +212,39 @@ def check(ok: bool, what: str) -> None:
     say(f"ok: {what}")
 
 
+def preempt_two_runs(
+    cluster: Cluster, work: Path, sweep: subprocess.Popen, run_dirs: list[Path]
+) -> dict[int, int]:
+    """Preempt run 0 with USR2 and run 1 with ``scontrol requeue``, each as soon as it has
+    finished 4 iterations; the iteration each was preempted after."""
+    preempt = {0: ("USR2", ["scancel", "--signal=USR2"]), 1: ("requeue", ["scontrol", "requeue"])}
+    done_at: dict[int, int] = {}
+    sent: list[subprocess.Popen] = []
+    end = time.time() + 900
+    while sweep.poll() is None and time.time() < end:
+        ids = re.findall(r"Submitted job (\d+)", (work / "sweep.log").read_text())
+        # Both runs take an iteration in well under a second: each is preempted as soon as it
+        # has 4, without waiting for the other's command (scancel may retry for seconds).
+        for task, (how, cmd) in preempt.items():
+            metrics = work / run_dirs[task] / "metrics.csv"
+            if ids and task not in done_at and iterations(metrics) >= 4:
+                done_at[task] = iterations(metrics) - 1
+                target = f"{ids[0]}_{task}"
+                sent.append(
+                    subprocess.Popen(
+                        [*cmd, target],
+                        env=cluster.env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+                say(f"   {how} of job {target} after iteration {done_at[task]}")
+        time.sleep(0.2)
+    for p in sent:
+        p.wait(timeout=60)
+    return done_at
+
+
 def scenario(cluster: Cluster, work: Path) -> None:
     env = {k: v for k, v in cluster.env.items() if k not in ("OMP_NUM_THREADS", "LADARUN_DATA")}
     env["PYTHONUNBUFFERED"] = "1"
@@ -251,18 +284,7 @@ def scenario(cluster: Cluster, work: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    preempt = {0: ("USR2", ["scancel", "--signal=USR2"]), 1: ("requeue", ["scontrol", "requeue"])}
-    done_at: dict[int, int] = {}
-    end = time.time() + 900
-    while sweep.poll() is None and time.time() < end:
-        ids = re.findall(r"Submitted job (\d+)", (work / "sweep.log").read_text())
-        for task, (how, cmd) in preempt.items():
-            metrics = work / run_dirs[task] / "metrics.csv"
-            if ids and task not in done_at and iterations(metrics) >= 4:
-                done_at[task] = iterations(metrics) - 1
-                cluster.run(*cmd, f"{ids[0]}_{task}", timeout=10)
-                say(f"   {how} of job {ids[0]}_{task} after iteration {done_at[task]}")
-        time.sleep(1)
+    done_at = preempt_two_runs(cluster, work, sweep, run_dirs)
     if sweep.poll() is None:
         sweep.kill()
     out = (work / "sweep.log").read_text()
