@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 from scipy.stats import ttest_ind
 
-from helpers import group_options
+from helpers import REPO, group_options
 from ladarun.report.runs import default_config
 from ladarun.report.table import aggregate, main
 from runs_factory import write_run
@@ -646,3 +646,26 @@ def test_a_group_outside_the_papers_is_tabled_bolded_and_drawn(tmp_path, monkeyp
     assert md_row((tmp_path / "table1.md").read_text(), "Margin")[0] == "Beyond the paper"
     fig = figures.accuracy_figure(agg.table, "t")
     assert [ax.get_title() for ax in fig.axes] == ["Beyond the paper"]  # Random: the reference
+
+
+def test_a_run_from_before_a_protocol_key_shares_its_section_with_newer_runs(tmp_path):
+    """A committed run's config has no protocol.val_size (added in 0.4.0); a newer run of the same
+    setting records val_size=0 and early_stopping=false. One section, one row of both seeds."""
+    import shutil
+
+    import yaml
+
+    committed = REPO / "results" / "fashion_budget" / "fashion" / "random-none"
+    row = tmp_path / "fashion" / "random-none"
+    for seed in (0, 1):
+        shutil.copytree(committed / f"seed{seed}", row / f"seed{seed}")
+    newer = row / "seed1" / ".hydra" / "config.yaml"
+    config = yaml.safe_load(newer.read_text())
+    assert "val_size" not in config["protocol"]
+    config["protocol"].update(val_size=0, early_stopping=False)
+    newer.write_text(yaml.safe_dump(config))
+    agg = aggregate(tmp_path)
+    assert len(agg.sections) == 1 and list(agg.sections.values()) == [
+        "Protocol paper_budget, model cnn"
+    ]
+    assert agg.cells["n"].tolist() == [2]

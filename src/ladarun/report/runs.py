@@ -76,8 +76,13 @@ class Run:
 
     @property
     def setting(self) -> dict[str, Any]:
-        """What runs must share to be averaged together: the protocol and the model's name."""
-        return {"protocol": self.protocol, "model": self.config.get("model", {}).get("name")}
+        """What runs must share to be averaged together: the protocol and the model's name.
+
+        A protocol key the run's config lacks (written before the key existed, as
+        ``protocol.val_size`` before 0.4.0) counts as the package's default, so such a run and
+        a newer one of the same setting share a section."""
+        protocol = {**protocol_defaults(self.protocol.get("name")), **self.protocol}
+        return {"protocol": protocol, "model": self.config.get("model", {}).get("name")}
 
     @property
     def details(self) -> dict[str, Any]:
@@ -217,6 +222,17 @@ def _protocol_preset(name: Any, seen: tuple[str, ...] = ()) -> dict[str, Any]:
                 parts.append(_protocol_preset(other, (*seen, str(name))))
     own = {k: v for k, v in config.items() if k != "defaults"}
     return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.merge(*parts, own), resolve=False))
+
+
+@lru_cache(maxsize=None)
+def _protocol_defaults(name: Optional[str]) -> str:
+    return json.dumps(default_config({"protocol": {"name": name}}).get("protocol") or {})
+
+
+def protocol_defaults(name: Optional[str]) -> dict[str, Any]:
+    """The protocol values ladarun composes for protocol ``name`` with no overrides (empty when
+    conf/ is not beside the package)."""
+    return cast(dict[str, Any], json.loads(_protocol_defaults(name)))
 
 
 def default_config(config: dict[str, Any]) -> dict[str, Any]:
