@@ -232,3 +232,16 @@ def test_an_unusable_run_is_named_and_the_rest_compared(runs, capsys):
     captured = capsys.readouterr()
     assert f"left out: {bad}: summary.json is not a ladarun summary" in captured.err
     assert "| LADA_EntMix | Max Entropy" in captured.out and "3 / 2" in captured.out
+
+
+def test_primary_prints_a_finished_family_beside_one_that_cannot_be_tested(tmp_path, capsys):
+    """A folder of two presets: table1_budget's rows are all in, beyond_budget's are not."""
+    write_budget(tmp_path)
+    write_run(tmp_path, acquisition="margin", seed=0, experiment="beyond_budget")
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path), "--primary"])
+    captured = capsys.readouterr()
+    assert stop.value.code == 2
+    assert "### Primary family: declared by experiment=table1_budget" in captured.out
+    assert "beyond_budget" not in captured.out
+    assert "row margin has 1 finished seed" in captured.err

@@ -412,6 +412,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for line in lines:
         print(f"ladarun-compare: {kind}: {line}", file=sys.stderr)
     if args.primary and (lines or not families):
+        # The declared families that could be tested are printed; the exit status says that
+        # another one could not (a folder of two presets, one of them unfinished).
+        if families:
+            sys.stdout.write(markdown(families))
         if not lines:
             presets = ", ".join(declaring_presets()) or "none"
             print(
