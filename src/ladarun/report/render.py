@@ -211,7 +211,7 @@ def to_csv(agg: Aggregate, paper: bool = False) -> pd.DataFrame:
         lambda p: p if isinstance(p, str) or (isinstance(p, float) and math.isnan(p)) else int(p)
     )
     columns = {**CSV_COLUMNS, **({c: c for c in PAPER_COLUMNS} if paper else {})}
-    if df["best_val_mean"].notna().any():  # runs with a validation set
+    if _has_val(agg):  # runs with a validation set
         columns.update(best_val_mean="best_val_test_acc_mean", best_val_std="best_val_test_acc_std")
     return df[list(columns)].rename(columns=columns)
 

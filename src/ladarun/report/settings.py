@@ -13,7 +13,7 @@ import json
 from typing import Any, Optional, Sequence
 
 from ..conf import CONF_DIR
-from .runs import Run, default_config, flatten
+from .runs import Run, flatten, protocol_defaults
 
 
 def canonical(obj: Any) -> str:
@@ -31,7 +31,7 @@ def _preset_protocol(name: str) -> Optional[dict[str, Any]]:
     the package has no such preset (a protocol from another config folder)."""
     if not (CONF_DIR / "protocol" / f"{name}.yaml").is_file():
         return None
-    return default_config({"protocol": {"name": name}}).get("protocol") or None
+    return protocol_defaults(name) or None
 
 
 def section_headings(name: str, group: dict[str, dict]) -> dict[str, str]:
